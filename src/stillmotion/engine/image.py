@@ -1,0 +1,81 @@
+"""Decoding and checking source images: the only way an image enters the engine."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps
+
+from stillmotion.engine.errors import InvalidImage
+
+ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """API.md §2: JPEG, PNG and WebP only; ≤ 16 MB; ≤ 40 megapixels; each side 64 … 8000 px."""
+
+    max_bytes: int = 16 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    min_side: int = 64
+    max_side: int = 8000
+
+
+def open_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """Decode `data` into an RGB image with its EXIF orientation applied.
+
+    Raises `InvalidImage` with a message a user can act on for anything that is not a
+    well-formed JPEG, PNG or WebP within `limits`. The header is checked before the pixels
+    are decoded, so a decompression bomb costs nothing.
+    """
+    if len(data) > limits.max_bytes:
+        raise InvalidImage(f"image is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            fmt = image.format
+            width, height = image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidImage("image has too many pixels") from exc
+    except Exception as exc:  # Pillow raises many types for garbage input
+        raise InvalidImage("not a readable image (JPEG, PNG or WebP expected)") from exc
+    if fmt not in ALLOWED_FORMATS:
+        raise InvalidImage(f"unsupported image format {fmt}; JPEG, PNG or WebP expected")
+    if width * height > limits.max_pixels:
+        raise InvalidImage(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}"
+        )
+    if min(width, height) < limits.min_side or max(width, height) > limits.max_side:
+        raise InvalidImage(
+            f"image is {width}x{height}; each side must be {limits.min_side} … {limits.max_side} px"
+        )
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        if image.mode != "RGB":
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                rgba = image.convert("RGBA")
+                background = Image.new("RGB", rgba.size, (0, 0, 0))
+                background.paste(rgba, mask=rgba.getchannel("A"))
+                image = background
+            else:
+                image = image.convert("RGB")
+    except InvalidImage:
+        raise
+    except Exception as exc:
+        raise InvalidImage("image data is corrupt or truncated") from exc
+    return image
+
+
+def sniff_content_type(data: bytes) -> str | None:
+    """The MIME type of `data` by its magic bytes, or None when it is no allowed format."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
