@@ -1,0 +1,236 @@
+"""Layered depth for gen-4 parallax: a subject matte, a smooth depth prior and a clean plate.
+
+No model weights: the subject is cut out with GrabCut (seeded by the subject box, or by a
+saliency-weighted box when there is none), its matte is refined with a guided filter so the edge
+follows the photograph, and the area behind it is inpainted so that a moving camera has something
+true-looking to uncover. Depth is a prior rather than a measurement: lower in the frame is nearer,
+salient areas come forward a little, and the subject is a card standing at its own depth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+__all__ = ["Layers", "estimate_layers"]
+
+_CUT_SIDE = 384  # GrabCut and saliency run at this size; they need shape, not detail
+_MATTE_SIDE = 1024  # matte refinement and inpainting run at most at this size
+_MIN_SUBJECT = 0.01  # a cut-out smaller than this share of the image is no subject
+_MAX_SUBJECT = 0.85  # nor is one larger than this
+
+
+@dataclass(eq=False)
+class Layers:
+    """The source image split for parallax, all at the source's size HxW.
+
+    `depth` is float32 0 (far) … 1 (near) and smooth; `subject_alpha` is the float32 0 … 1 matte of
+    the subject, feathered at its edge, all zeros when no subject was found; `background` is the
+    uint8 RGB image with the subject removed and its area filled. Where `subject_alpha` is 0,
+    `background` equals the source exactly.
+    """
+
+    depth: np.ndarray
+    subject_alpha: np.ndarray
+    background: np.ndarray
+
+
+def estimate_layers(
+    image: np.ndarray, *, subject_box: tuple[int, int, int, int] | None, seed: int
+) -> Layers:
+    """Split `image` (uint8 RGB HxWx3) into depth, subject matte and background.
+
+    `subject_box` is the subject's `(x, y, w, h)` in pixels of `image`, when the caller knows it
+    (faces, saliency framing); without it a box is taken from the saliency map. The same image,
+    box and `seed` always give the same layers.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 RGB image HxWx3, got {image.dtype} {image.shape}")
+    height, width = image.shape[:2]
+    small = _resize_to(image, _CUT_SIDE)
+    saliency = _saliency(small)
+    prior = _depth_prior(saliency)
+
+    box = _scale_box(subject_box, small, image) if subject_box else _box_from_saliency(saliency)
+    cut = _grabcut(small, box, seed) if box is not None else None
+    if cut is None:
+        depth = cv2.resize(prior, (width, height), interpolation=cv2.INTER_LINEAR)
+        return Layers(
+            depth=np.clip(depth, 0.0, 1.0),
+            subject_alpha=np.zeros((height, width), np.float32),
+            background=image.copy(),
+        )
+
+    mid = _resize_to(image, _MATTE_SIDE)
+    alpha_mid = _matte(mid, cut)
+    alpha = _snap(cv2.resize(alpha_mid, (width, height), interpolation=cv2.INTER_LINEAR))
+    background = _clean_plate(image, mid, cut, alpha)
+
+    # The subject is a card standing where its lowest part meets the ground, pushed forward.
+    rows = np.nonzero(cut.any(axis=1))[0]
+    foot = prior[rows[-1], :].mean()
+    subject_depth = float(np.clip(foot + 0.15, 0.7, 0.95))
+    prior_full = cv2.resize(prior, (width, height), interpolation=cv2.INTER_LINEAR)
+    depth = prior_full + alpha * (subject_depth - prior_full)
+    return Layers(depth=np.clip(depth, 0.0, 1.0), subject_alpha=alpha, background=background)
+
+
+def _resize_to(image: np.ndarray, side: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    scale = side / max(height, width)
+    if scale >= 1.0:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _saliency(small: np.ndarray) -> np.ndarray:
+    """Fine-grained saliency, smoothed into blobs, with a mild centre bias; 0 … 1."""
+    detector = cv2.saliency.StaticSaliencyFineGrained_create()
+    ok, raw = detector.computeSaliency(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+    height, width = small.shape[:2]
+    if not ok:
+        return np.zeros((height, width), np.float32)
+    sal = raw.astype(np.float32)
+    sal = cv2.GaussianBlur(sal, (0, 0), 0.03 * max(height, width))
+    ys = (np.arange(height, dtype=np.float32) / height - 0.5)[:, None]
+    xs = (np.arange(width, dtype=np.float32) / width - 0.5)[None, :]
+    sal *= np.exp(-(xs**2 + ys**2) / (2 * 0.3**2))
+    peak = float(sal.max())
+    return sal / peak if peak > 0 else sal
+
+
+def _depth_prior(saliency: np.ndarray) -> np.ndarray:
+    """Far at the top, near at the bottom, salient areas a little nearer; very smooth."""
+    height, width = saliency.shape
+    rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
+    prior = 0.1 + 0.65 * rows**1.5 + np.zeros((1, width), np.float32)
+    boost = cv2.GaussianBlur(saliency, (0, 0), 0.08 * max(height, width))
+    return (prior + 0.15 * boost).astype(np.float32)
+
+
+def _scale_box(
+    box: tuple[int, int, int, int], small: np.ndarray, image: np.ndarray
+) -> tuple[int, int, int, int] | None:
+    scale = small.shape[1] / image.shape[1]
+    x, y, w, h = (float(v) * scale for v in box)
+    return _clip_box(x, y, w, h, small.shape[1], small.shape[0])
+
+
+def _clip_box(
+    x: float, y: float, w: float, h: float, width: int, height: int
+) -> tuple[int, int, int, int] | None:
+    x0, y0 = max(0, round(x)), max(0, round(y))
+    x1, y1 = min(width, round(x + w)), min(height, round(y + h))
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return None
+    # GrabCut needs some definite background outside the rectangle.
+    x0, y0 = max(x0, 1), max(y0, 1)
+    x1, y1 = min(x1, width - 1), min(y1, height - 1)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def _box_from_saliency(saliency: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The box holding most of the saliency mass: its weighted mean ± 2 standard deviations."""
+    height, width = saliency.shape
+    weight = np.where(saliency > 0.25, saliency, 0.0)
+    total = float(weight.sum())
+    if total <= 0:
+        return None
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    cx, cy = float((weight * xs).sum() / total), float((weight * ys).sum() / total)
+    sx = float(np.sqrt((weight * (xs - cx) ** 2).sum() / total))
+    sy = float(np.sqrt((weight * (ys - cy) ** 2).sum() / total))
+    return _clip_box(cx - 2 * sx, cy - 2 * sy, 4 * sx, 4 * sy, width, height)
+
+
+def _grabcut(small: np.ndarray, box: tuple[int, int, int, int], seed: int) -> np.ndarray | None:
+    """The subject as a boolean mask at the size of `small`, or None when the cut is no subject."""
+    height, width = small.shape[:2]
+    mask = np.zeros((height, width), np.uint8)
+    bgd = np.zeros((1, 65), np.float64)
+    fgd = np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(int(seed) % 2_147_483_647)
+    bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+    try:
+        cv2.grabCut(bgr, mask, box, bgd, fgd, 4, cv2.GC_INIT_WITH_RECT)
+    except cv2.error:  # a degenerate box or a flat image: no subject to cut
+        return None
+    cut = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
+    # Keep the big pieces (a head cut off by a dark collar is still the subject), drop the
+    # confetti, and close small holes: the subject moves as one card.
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(cut, connectivity=8)
+    if count <= 1:
+        return None
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.flatnonzero(areas >= 0.15 * areas.max()) + 1
+    cut = np.isin(labels, keep).astype(np.uint8)
+    size = max(5, round(0.03 * max(height, width))) | 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    cut = cv2.morphologyEx(cut, cv2.MORPH_CLOSE, kernel)
+    share = float(cut.mean())
+    if not _MIN_SUBJECT <= share <= _MAX_SUBJECT:
+        return None
+    return cut.astype(bool)
+
+
+def _matte(mid: np.ndarray, cut: np.ndarray) -> np.ndarray:
+    """A soft matte at the size of `mid`: the cut, edge-aligned by a guided filter, feathered."""
+    height, width = mid.shape[:2]
+    hard = cv2.resize(cut.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    radius = max(2, round(0.01 * max(height, width)))
+    guided = cv2.ximgproc.guidedFilter(mid, hard, radius, 1e-3 * 255**2)
+    feather = 0.004 * max(height, width)
+    soft = cv2.GaussianBlur(np.clip(guided, 0.0, 1.0), (0, 0), max(0.8, feather))
+    return _snap(soft)
+
+
+def _snap(alpha: np.ndarray) -> np.ndarray:
+    """Exact 0 and 1 away from the edge, so untouched areas stay bit-exact."""
+    alpha = np.clip((alpha - 0.02) / 0.96, 0.0, 1.0)
+    return alpha.astype(np.float32)
+
+
+def _clean_plate(
+    image: np.ndarray, mid: np.ndarray, cut: np.ndarray, alpha: np.ndarray
+) -> np.ndarray:
+    """`image` with the subject inpainted away; equal to `image` wherever the matte is 0."""
+    height, width = mid.shape[:2]
+    hole = cv2.resize(cut.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+    grow = max(3, round(0.02 * max(height, width))) | 1
+    hole = cv2.dilate(hole, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow)))
+    reach = cv2.resize(alpha, (width, height), interpolation=cv2.INTER_AREA)
+    hole = np.maximum(hole, (reach > 0).astype(np.uint8))
+    filled = _push_pull(mid.astype(np.float32), 1.0 - hole.astype(np.float32))
+    # The filled plate replaces the photograph only inside the matte, reaching full weight
+    # halfway up the edge: outside it the background is the source, bit for bit.
+    full_h, full_w = image.shape[:2]
+    filled = cv2.resize(filled, (full_w, full_h), interpolation=cv2.INTER_CUBIC)
+    weight = np.clip(alpha * 2.0, 0.0, 1.0)[..., None]
+    plate = image.astype(np.float32) + weight * (filled - image)
+    return np.clip(np.rint(plate), 0, 255).astype(np.uint8)
+
+
+def _push_pull(color: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Fill the unknown pixels of `color` from the known ones, coarse to fine.
+
+    Streak-free and smooth (a clean plate is seen only in the slivers a moving subject uncovers,
+    where softness reads as depth of field and streaks read as damage).
+    """
+    if known.min() >= 1.0 or known.max() <= 0.0:
+        return color
+    pyramid = [(color * known[..., None], known)]
+    while min(pyramid[-1][1].shape) > 2:
+        premultiplied, weight = pyramid[-1]
+        pyramid.append((cv2.pyrDown(premultiplied), cv2.pyrDown(weight)))
+    premultiplied, weight = pyramid[-1]
+    filled = premultiplied.sum(axis=(0, 1)) / max(float(weight.sum()), 1e-6) + 0 * premultiplied
+    for premultiplied, weight in reversed(pyramid[:-1]):
+        height, width = weight.shape
+        coarse = cv2.pyrUp(filled, dstsize=(width, height))
+        trust = np.clip(weight, 0.0, 1.0)[..., None]
+        own = premultiplied / np.maximum(weight, 1e-6)[..., None]
+        filled = trust * own + (1.0 - trust) * coarse
+    return filled
