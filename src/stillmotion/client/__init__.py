@@ -1,0 +1,98 @@
+"""The stillmotion Python SDK. Imports nothing but httpx and the standard library.
+
+    from stillmotion.client import Client
+
+    with Client(base_url="http://localhost:8000", api_key="sm_…") as client:
+        gen = client.generate(image="photo.jpg", prompt="slow push in", duration=5)
+        client.download(client.wait(gen), "clip.mp4")
+
+`stillmotion.client.webhooks` verifies the signatures of the webhooks the server sends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stillmotion.client._client import AsyncClient, Client, GenerationOptions
+from stillmotion.client._ops import BatchResult, Skipped, estimate_cost
+from stillmotion.client.errors import (
+    AlreadyFinished,
+    BadRequest,
+    Conflict,
+    DailyLimitExceeded,
+    Forbidden,
+    GenerationCancelled,
+    GenerationFailed,
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+    ImageFetchFailed,
+    InsufficientCredits,
+    InvalidImage,
+    NetworkError,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServerError,
+    StillmotionError,
+    Unauthenticated,
+    UrlNotAllowed,
+    ValidationError,
+    WaitTimeout,
+)
+from stillmotion.client.models import (
+    Account,
+    Delivery,
+    Generation,
+    GenerationError,
+    GenerationMetadata,
+    LedgerEntry,
+    Upload,
+)
+
+__all__ = [
+    "Account",
+    "AlreadyFinished",
+    "AsyncClient",
+    "BadRequest",
+    "BatchResult",
+    "Client",
+    "Conflict",
+    "DailyLimitExceeded",
+    "Delivery",
+    "Forbidden",
+    "Generation",
+    "GenerationCancelled",
+    "GenerationError",
+    "GenerationFailed",
+    "GenerationMetadata",
+    "GenerationOptions",
+    "IdempotencyInProgress",
+    "IdempotencyKeyReused",
+    "ImageFetchFailed",
+    "InsufficientCredits",
+    "InvalidImage",
+    "LedgerEntry",
+    "NetworkError",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "ServerError",
+    "Skipped",
+    "StillmotionError",
+    "Unauthenticated",
+    "Upload",
+    "UrlNotAllowed",
+    "ValidationError",
+    "WaitTimeout",
+    "estimate_cost",
+    "webhooks",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # `webhooks` is a submodule; imported on first use so the SDK's import stays light.
+    if name == "webhooks":
+        import importlib
+
+        return importlib.import_module("stillmotion.client.webhooks")
+    raise AttributeError(name)
