@@ -221,16 +221,19 @@ def _push_pull(color: np.ndarray, known: np.ndarray) -> np.ndarray:
     """
     if known.min() >= 1.0 or known.max() <= 0.0:
         return color
-    pyramid = [(color * known[..., None], known)]
+    spread = known[..., None] if color.ndim == 3 else known
+    pyramid = [(color * spread, known)]
     while min(pyramid[-1][1].shape) > 2:
         premultiplied, weight = pyramid[-1]
         pyramid.append((cv2.pyrDown(premultiplied), cv2.pyrDown(weight)))
     premultiplied, weight = pyramid[-1]
-    filled = premultiplied.sum(axis=(0, 1)) / max(float(weight.sum()), 1e-6) + 0 * premultiplied
+    mean = premultiplied.sum(axis=(0, 1)) / max(float(weight.sum()), 1e-6)
+    filled = np.broadcast_to(mean, premultiplied.shape).astype(np.float32)
     for premultiplied, weight in reversed(pyramid[:-1]):
         height, width = weight.shape
         coarse = cv2.pyrUp(filled, dstsize=(width, height))
-        trust = np.clip(weight, 0.0, 1.0)[..., None]
-        own = premultiplied / np.maximum(weight, 1e-6)[..., None]
+        weight = weight[..., None] if color.ndim == 3 else weight
+        trust = np.clip(weight, 0.0, 1.0)
+        own = premultiplied / np.maximum(weight, 1e-6)
         filled = trust * own + (1.0 - trust) * coarse
     return filled
