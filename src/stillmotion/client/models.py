@@ -77,7 +77,9 @@ class _Model:
             if isinstance(value, _Model):
                 value = value.to_dict()
             elif isinstance(value, datetime):
-                value = format_datetime(value)
+                original = self.raw.get(key)
+                same = isinstance(original, str) and parse_datetime(original) == value
+                value = original if same else format_datetime(value)
             out[key] = value
         return out
 
