@@ -83,7 +83,7 @@ GENERATION_FIELDS = (
     "id status type provider service url posterUrl progress stage queuePosition creditCost "
     "webhookUrl prompt createdAt startedAt completedAt duration metadata error { code message }"
 )
-ACCOUNT_FIELDS = "id plan creditBalance limits usage lowCreditThreshold webhookUrl"
+ACCOUNT_FIELDS = "id name plan creditBalance limits usage lowCreditThreshold webhookUrl"
 
 
 def _gql(header: str, call: str, selection: str) -> str:
@@ -103,7 +103,7 @@ Q_CANCEL = _gql("mutation Cancel($id: ID!)", "cancelGeneration(id: $id)", GENERA
 Q_LIST = _gql(
     "query Generations($first: Int, $after: String, $status: String)",
     "generations(first: $first, after: $after, status: $status)",
-    f"edges {{ cursor node {{ {GENERATION_FIELDS} }} }} pageInfo {{ hasNextPage endCursor }}",
+    f"nodes {{ {GENERATION_FIELDS} }} endCursor hasNextPage",
 )
 Q_ACCOUNT = _gql("query Account", "account", ACCOUNT_FIELDS)
 
@@ -173,6 +173,8 @@ def _next_cursor(data: Any) -> str | None:
     for key in ("nextCursor", "next_cursor", "cursor"):
         if isinstance(data.get(key), str) and data[key]:
             return data[key]
+    if "hasNextPage" in data:
+        return data.get("endCursor") if data["hasNextPage"] else None
     info = data.get("pageInfo")
     if isinstance(info, Mapping):
         return info.get("endCursor") if info.get("hasNextPage") else None
@@ -317,11 +319,7 @@ class Ops:
             variables = _compact({"first": limit, "after": cursor, "status": status})
             data, _ = yield from self.graphql(Q_LIST, variables)
             conn = data["generations"]
-            nodes = (
-                [edge["node"] for edge in conn.get("edges", [])]
-                if "edges" in conn
-                else (_first_list(conn))
-            )
+            nodes = _first_list(conn)
             return [Generation.from_dict(n) for n in nodes], _next_cursor(conn)
         params = _compact({"status": status, "limit": limit, "cursor": cursor})
         response = yield Call("GET", "/v1/image_to_video", params=params)

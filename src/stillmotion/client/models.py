@@ -176,6 +176,7 @@ class Account(_Model):
     """An account: plan, credit balance, limits, today's usage (API.md §4, §10)."""
 
     id: str
+    name: str | None = None
     plan: str | None = None
     credit_balance: int = 0
     limits: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -186,7 +187,7 @@ class Account(_Model):
     @property
     def concurrency(self) -> int | None:
         """How many jobs the plan renders at once (None: unknown or unlimited)."""
-        return _first_int(self.limits, "concurrentJobs", "concurrency", "concurrent")
+        return _first_int(self.limits, "concurrentJobs", "concurrent")
 
     @classmethod
     def from_response(cls, body: Mapping[str, Any]) -> Account:
@@ -195,11 +196,13 @@ class Account(_Model):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LedgerEntry(_Model):
-    """One change of the credit balance: a charge (negative) or a refund/top-up (positive)."""
+    """One change of the credit balance. `kind` is grant, topup, charge, refund or
+    adjustment; a charge is negative."""
 
     id: str | int
+    kind: str | None = None
     amount: int = 0
-    reason: str | None = None
+    note: str | None = None
     generation_id: str | None = None
     balance_after: int | None = None
     created_at: datetime | None = None
@@ -228,6 +231,9 @@ class Upload(_Model):
     id: str
     uri: str
     expires_at: datetime | None = None
+    width: int | None = None
+    height: int | None = None
+    bytes: int | None = None
 
     @classmethod
     def from_response(cls, body: Mapping[str, Any]) -> Upload:
