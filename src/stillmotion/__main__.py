@@ -1,0 +1,3 @@
+from stillmotion.cli import main
+
+main()

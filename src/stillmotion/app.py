@@ -1,0 +1,162 @@
+"""Assembles the ASGI app: REST routers, GraphQL, media, health and metrics; the lifespan runs
+the embedded workers."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from stillmotion import errors, metrics
+from stillmotion.config import Settings, get_settings
+from stillmotion.db import Database
+from stillmotion.generations.service import Context
+from stillmotion.storage import LocalStorage
+
+log = logging.getLogger("stillmotion.app")
+
+
+def error_response(exc: errors.StillmotionError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit with 413 before they are read into memory."""
+
+    def __init__(self, app: ASGIApp, *, default: int, uploads: int) -> None:
+        self.app, self.default, self.uploads = app, default, uploads
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.uploads if scope["path"].startswith("/v1/uploads") else self.default
+        length = dict(scope.get("headers") or ()).get(b"content-length")
+        too_large = errors.PayloadTooLarge(f"the request body is over {limit} bytes")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await error_response(too_large)(scope, receive, send)
+        seen = 0
+
+        async def counting_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _BodyTooLarge()
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _BodyTooLarge:
+            await error_response(too_large)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None, *, workers: int | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    db = Database(settings.resolved_database_url)
+    storage = LocalStorage(settings.media_dir, public_url=settings.public_url)
+    ctx = Context(db=db, settings=settings, storage=storage)
+    worker_count = settings.workers if workers is None else workers
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        pool = None
+        if worker_count > 0:
+            from stillmotion.jobs.worker import WorkerPool
+
+            pool = WorkerPool(ctx, worker_count)
+            pool.start()
+            app.state.notify_workers = pool.notify
+        yield
+        if pool is not None:
+            pool.stop()
+        db.dispose()
+
+    app = FastAPI(
+        title="stillmotion",
+        version="0.1.0",
+        summary="Self-hosted image-to-video API (Runway Image-to-Video API compatible)",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.state.notify_workers = lambda: None
+
+    @app.exception_handler(errors.StillmotionError)
+    async def _domain_error(request: Request, exc: errors.StillmotionError):
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        field = ".".join(loc) or None
+        message = first.get("msg", "invalid request")
+        return error_response(
+            errors.ValidationFailed(f"{field}: {message}" if field else message, field=field)
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        code = {404: "NOT_FOUND", 405: "BAD_REQUEST", 401: "UNAUTHENTICATED"}.get(
+            exc.status_code, "BAD_REQUEST"
+        )
+        err = errors.StillmotionError(str(exc.detail))
+        err.status, err.code = exc.status_code, code
+        return JSONResponse(err.body(), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(errors.InternalError())
+
+    from stillmotion.accounts.rest import router as accounts_router
+    from stillmotion.generations.rest import router as generations_router
+    from stillmotion.graphql import router as graphql_router
+    from stillmotion.uploads.rest import router as uploads_router
+
+    app.include_router(generations_router)
+    app.include_router(uploads_router)
+    app.include_router(accounts_router)
+    app.include_router(graphql_router)
+
+    @app.get("/healthz", tags=["health"], summary="The process is up")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Database and storage are reachable")
+    def readyz():
+        problems = []
+        try:
+            with db.session() as session:
+                session.connection().exec_driver_sql("SELECT 1")
+        except Exception:
+            problems.append("database")
+        try:
+            storage.check()
+        except Exception:
+            problems.append("storage")
+        if problems:
+            return JSONResponse({"status": "unavailable", "failing": problems}, status_code=503)
+        return {"status": "ok"}
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    def metrics_endpoint():
+        return PlainTextResponse(metrics.render(ctx), media_type=metrics.CONTENT_TYPE)
+
+    (storage.root / "outputs").mkdir(parents=True, exist_ok=True)
+    app.mount("/media/outputs", StaticFiles(directory=storage.root / "outputs"), name="media")
+    app.add_middleware(
+        BodyLimit, default=settings.max_body_bytes, uploads=settings.max_image_bytes + 1024 * 1024
+    )
+    return app

@@ -1,0 +1,258 @@
+"""The `stillmotion` command: server, workers, keys, credits, and the client and engine tools.
+
+Server commands import the server's modules lazily, so the client commands work with only the
+base install (httpx, Typer, Rich).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="stillmotion: a self-hosted image-to-video API server.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+err = Console(stderr=True)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _settings():
+    from stillmotion.config import get_settings
+
+    try:
+        return get_settings()
+    except Exception as exc:  # pydantic's message names the variable
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _migrate(settings) -> None:
+    from stillmotion.migrations import upgrade
+
+    upgrade(settings.resolved_database_url)
+
+
+def _first_key(settings) -> str | None:
+    """On first start (no account yet), create `default` with credits and return its key."""
+    from sqlalchemy import func, select
+
+    from stillmotion.accounts import service as accounts
+    from stillmotion.accounts.models import Account
+    from stillmotion.credits import service as credits
+    from stillmotion.db import Database
+
+    db = Database(settings.resolved_database_url)
+    try:
+        with db.session(write=True) as session:
+            if session.scalar(select(func.count()).select_from(Account)):
+                return None
+            account, _ = accounts.get_or_create_account(session=session, name="default", plan="pro")
+            credits.grant(session=session, account_id=account.id, amount=1000, note="first start")
+            _, key = accounts.create_key(session=session, account=account, admin=True)
+            return key
+    finally:
+        db.dispose()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Embedded worker threads (default STILLMOTION_WORKERS, 2); "
+            "0: none, jobs wait for `stillmotion worker`."
+        ),
+    ] = None,
+) -> None:
+    """Run the API (REST, GraphQL, media) with N embedded worker threads."""
+    import uvicorn
+
+    from stillmotion.app import create_app
+
+    _setup_logging()
+    settings = _settings()
+    _migrate(settings)
+    key = _first_key(settings)
+    if key:
+        console.print(
+            "[bold green]First start:[/bold green] created account [bold]default[/bold] "
+            "(plan pro, 1000 credits) with this admin API key, shown only once:\n"
+            f"  [bold]{key}[/bold]\n"
+            f"Try: curl -H 'Authorization: Bearer {key}' http://{host}:{port}/v1/account"
+        )
+    uvicorn.run(
+        create_app(settings, workers=workers),
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+    )
+
+
+@app.command()
+def worker(
+    threads: Annotated[int, typer.Option(help="Render threads in this process.")] = 1,
+) -> None:
+    """Run a standalone worker for the same database and storage as the API."""
+    from stillmotion.db import Database
+    from stillmotion.generations.service import Context
+    from stillmotion.jobs.worker import WorkerPool
+    from stillmotion.storage import LocalStorage
+
+    _setup_logging()
+    settings = _settings()
+    _migrate(settings)
+    ctx = Context(
+        db=Database(settings.resolved_database_url),
+        settings=settings,
+        storage=LocalStorage(settings.media_dir, public_url=settings.public_url),
+    )
+    pool = WorkerPool(ctx, threads)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    pool.start()
+    stop.wait()
+    pool.stop()
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    settings = _settings()
+    _migrate(settings)
+    console.print("database is up to date")
+
+
+@keys_app.command("create")
+def keys_create(
+    account: Annotated[str, typer.Option(help="Account name; created if needed.")],
+    plan: Annotated[
+        str | None, typer.Option(help="free, starter, pro or enterprise (new accounts: free).")
+    ] = None,
+    credits_: Annotated[
+        int, typer.Option("--credits", help="Credits to grant the account now.")
+    ] = 0,
+    admin: Annotated[bool, typer.Option(help="An admin key (may manage accounts).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create an API key (and the account if needed). The key is printed once."""
+    from stillmotion import errors
+    from stillmotion.accounts import service as accounts
+    from stillmotion.credits import service as credits
+    from stillmotion.db import Database
+
+    settings = _settings()
+    _migrate(settings)
+    db = Database(settings.resolved_database_url)
+    try:
+        with db.session(write=True) as session:
+            acc, _ = accounts.get_or_create_account(session=session, name=account, plan=plan)
+            if credits_ > 0:
+                credits.grant(
+                    session=session, account_id=acc.id, amount=credits_, note="keys create"
+                )
+            row, key = accounts.create_key(session=session, account=acc, admin=admin)
+            account_id = acc.id
+    except errors.StillmotionError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+    finally:
+        db.dispose()
+    if as_json:
+        print(
+            json.dumps({"key": key, "account": account, "accountId": account_id, "keyId": row.id})
+        )
+    else:
+        console.print(f"API key for [bold]{account}[/bold] (shown once):\n{key}")
+
+
+@keys_app.command("list")
+def keys_list(
+    account: Annotated[str | None, typer.Option(help="Only this account's keys.")] = None,
+) -> None:
+    """List keys (their first 8 characters, never the key)."""
+    from stillmotion.accounts import service as accounts
+    from stillmotion.db import Database
+
+    settings = _settings()
+    db = Database(settings.resolved_database_url)
+    table = Table("id", "prefix", "account", "role", "created", "revoked")
+    with db.session() as session:
+        for k in accounts.list_keys(session=session, account_name=account):
+            table.add_row(
+                k.id,
+                k.prefix + "…",
+                k.account.name,
+                k.role,
+                k.created_at.isoformat(timespec="seconds"),
+                k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
+            )
+    db.dispose()
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="Key id (key_…) or its 8-character prefix.")],
+) -> None:
+    """Revoke a key: from now on it is a wrong key."""
+    from stillmotion import errors
+    from stillmotion.accounts import service as accounts
+    from stillmotion.db import Database
+
+    settings = _settings()
+    db = Database(settings.resolved_database_url)
+    try:
+        with db.session(write=True) as session:
+            row = accounts.revoke_key(session=session, key_id_or_prefix=key_id)
+            console.print(f"revoked {row.id} ({row.prefix}…)")
+    except errors.StillmotionError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    finally:
+        db.dispose()
+
+
+def _register_tools() -> None:
+    """The client commands (base install) and the engine's `animate` (server extra)."""
+    try:
+        from stillmotion.client.cli import account, generate, status
+    except ImportError:  # pragma: no cover - the client ships with the base install
+        pass
+    else:
+        app.command("generate")(generate)
+        app.command("status")(status)
+        app.command("account")(account)
+    try:
+        from stillmotion.engine.cli import animate
+    except ImportError:
+        pass  # the engine needs the `server` extra (NumPy, OpenCV, PyAV)
+    else:
+        app.command("animate")(animate)
+
+
+_register_tools()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,240 @@
+"""GraphQL: `generate`, `animateImage`, `cancelGeneration`, `generation`, `generations`.
+
+Each resolver turns its input into the one `GenerateRequest` and calls the same service
+functions as REST; the generation type is built from the same `to_api` dict.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+import strawberry
+from starlette.concurrency import run_in_threadpool
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from stillmotion.generations import service
+from stillmotion.generations.schemas import parse_request
+from stillmotion.generations.views import to_api
+
+BigInt = strawberry.scalar(
+    int,
+    name="BigInt",
+    description="An integer beyond GraphQL's 32 bits (seeds: 0 … 2^32−1)",
+    serialize=int,
+    parse_value=int,
+)
+
+
+@strawberry.enum
+class GenerationType(Enum):
+    VIDEO = "VIDEO"
+
+
+@strawberry.type
+class GenerationError:
+    code: str
+    message: str
+
+
+@strawberry.type
+class Generation:
+    id: strawberry.ID
+    status: str
+    type: GenerationType
+    provider: str
+    service: str
+    url: str | None
+    poster_url: str | None
+    progress: float
+    stage: str
+    queue_position: int | None
+    credit_cost: int
+    webhook_url: str | None
+    prompt: str
+    created_at: str
+    started_at: str | None
+    completed_at: str | None
+    duration: int
+    metadata: JSON
+    error: GenerationError | None
+
+    @classmethod
+    def from_api(cls, d: dict[str, Any]) -> Generation:
+        return cls(
+            id=strawberry.ID(d["id"]),
+            status=d["status"],
+            type=GenerationType.VIDEO,
+            provider=d["provider"],
+            service=d["service"],
+            url=d["url"],
+            poster_url=d["posterUrl"],
+            progress=d["progress"],
+            stage=d["stage"],
+            queue_position=d["queuePosition"],
+            credit_cost=d["creditCost"],
+            webhook_url=d["webhookUrl"],
+            prompt=d["prompt"],
+            created_at=d["createdAt"],
+            started_at=d["startedAt"],
+            completed_at=d["completedAt"],
+            duration=d["duration"],
+            metadata=d["metadata"],
+            error=GenerationError(**d["error"]) if d["error"] else None,
+        )
+
+
+@strawberry.type
+class GenerationConnection:
+    nodes: list[Generation]
+    end_cursor: str | None
+    has_next_page: bool
+
+
+@strawberry.input
+class GenerateImageInput:
+    image: str | None = None
+    image_url: str | None = None
+    prompt: str | None = None
+
+
+@strawberry.input
+class GenerateOptions:
+    duration: int | None = None
+    motion_intensity: str | None = None
+    version: str | None = None
+    aspect_ratio: str | None = None
+    seed: BigInt | None = None
+    camera: JSON | None = None
+    motion_brush: JSON | None = None
+    loop: bool | None = None
+
+
+@strawberry.input
+class GenerateInput:
+    type: GenerationType
+    provider: str
+    input: GenerateImageInput
+    options: GenerateOptions | None = None
+    webhook_url: str | None = None
+
+
+@strawberry.input
+class ImageAnimationInput:
+    service: str
+    image_url: str
+    prompt: str | None = None
+    duration: int | None = None
+    motion_intensity: str | None = None
+    version: str | None = None
+    aspect_ratio: str | None = None
+    seed: BigInt | None = None
+    camera: JSON | None = None
+    motion_brush: JSON | None = None
+    loop: bool | None = None
+    webhook_url: str | None = None
+
+
+_OPTION_FIELDS = {
+    "duration": "duration",
+    "motion_intensity": "motionIntensity",
+    "version": "version",
+    "aspect_ratio": "aspectRatio",
+    "seed": "seed",
+    "camera": "camera",
+    "motion_brush": "motionBrush",
+    "loop": "loop",
+}
+
+
+def _options(obj: Any) -> dict[str, Any]:
+    out = {}
+    for attr, key in _OPTION_FIELDS.items():
+        value = getattr(obj, attr, None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _generate_body(data: GenerateInput) -> dict[str, Any]:
+    body: dict[str, Any] = {"service": data.provider}
+    if data.input.image is not None:
+        body["image"] = data.input.image
+    if data.input.image_url is not None:
+        body["imageUrl"] = data.input.image_url
+    if data.input.prompt is not None:
+        body["prompt"] = data.input.prompt
+    if data.options is not None:
+        body.update(_options(data.options))
+    if data.webhook_url is not None:
+        body["webhookUrl"] = data.webhook_url
+    return body
+
+
+def _animate_body(data: ImageAnimationInput) -> dict[str, Any]:
+    body: dict[str, Any] = {"service": data.service, "imageUrl": data.image_url}
+    if data.prompt is not None:
+        body["prompt"] = data.prompt
+    body.update(_options(data))
+    if data.webhook_url is not None:
+        body["webhookUrl"] = data.webhook_url
+    return body
+
+
+async def _submit(info: Info, body: dict[str, Any]) -> Generation:
+    ctx, principal = info.context["ctx"], info.context["principal"]()
+    gen = await service.submit(ctx=ctx, principal=principal, request=parse_request(body))
+    info.context["notify_workers"]()
+    return await run_in_threadpool(_read, info, gen.id)
+
+
+def _read(info: Info, generation_id: str) -> Generation:
+    ctx, principal = info.context["ctx"], info.context["principal"]()
+    with ctx.db.session() as session:
+        gen = service.get(session=session, principal=principal, generation_id=generation_id)
+        return Generation.from_api(to_api(gen, session=session, storage=ctx.storage))
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="One generation of the calling account.")
+    def generation(self, info: Info, id: strawberry.ID) -> Generation:
+        return _read(info, str(id))
+
+    @strawberry.field(description="The calling account's generations, newest first.")
+    def generations(
+        self, info: Info, first: int = 20, after: str | None = None, status: str | None = None
+    ) -> GenerationConnection:
+        ctx, principal = info.context["ctx"], info.context["principal"]()
+        with ctx.db.session() as session:
+            rows, cursor = service.list_generations(
+                session=session, principal=principal, status=status, limit=first, cursor=after
+            )
+            nodes = [
+                Generation.from_api(to_api(g, session=session, storage=ctx.storage)) for g in rows
+            ]
+        return GenerationConnection(nodes=nodes, end_cursor=cursor, has_next_page=bool(cursor))
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Create a generation (seed examples 1, 3 and 4).")
+    async def generate(self, info: Info, input: GenerateInput) -> Generation:
+        return await _submit(info, _generate_body(input))
+
+    @strawberry.mutation(description="Create a generation from an image URL (seed example 2).")
+    async def animate_image(self, info: Info, input: ImageAnimationInput) -> Generation:
+        return await _submit(info, _animate_body(input))
+
+    @strawberry.mutation(description="Cancel an unfinished generation; its credits are refunded.")
+    def cancel_generation(self, info: Info, id: strawberry.ID) -> Generation:
+        ctx, principal = info.context["ctx"], info.context["principal"]()
+        with ctx.db.session(write=True) as session:
+            gen = service.cancel(
+                session=session,
+                storage=ctx.storage,
+                principal=principal,
+                generation_id=str(id),
+            )
+            return Generation.from_api(to_api(gen, session=session, storage=ctx.storage))

@@ -1,0 +1,106 @@
+"""REST: `/v1/image_to_video` (the seed's endpoint). Parse, call the service, shape the answer."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from stillmotion import errors
+from stillmotion.deps import ContextDep, CurrentPrincipal
+from stillmotion.generations import service
+from stillmotion.generations.schemas import GenerateRequest, parse_request
+from stillmotion.generations.views import to_api
+
+router = APIRouter(prefix="/v1/image_to_video", tags=["image_to_video"])
+
+_EXAMPLE = {
+    "service": "runway-i2v",
+    "prompt": "slow push in, golden hour",
+    "imageUrl": "https://example.com/your-image.jpg",
+    "duration": 5,
+    "aspectRatio": "16:9",
+    "version": "gen-3",
+}
+
+
+def _wrap(data: dict[str, Any]) -> dict[str, Any]:
+    return {"data": {"imagevideo": data}}
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Create a generation",
+    responses={202: {"description": "Accepted; poll the Location or wait for the webhook"}},
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {
+                    "schema": GenerateRequest.model_json_schema(by_alias=True),
+                    "example": _EXAMPLE,
+                }
+            },
+            "required": True,
+        }
+    },
+)
+async def create(request: Request, ctx: ContextDep, principal: CurrentPrincipal) -> Response:
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise errors.BadRequest("the request body is not valid JSON") from None
+    if isinstance(body, dict) and "prompt" not in body:
+        raise errors.ValidationFailed("prompt: field required", field="prompt")
+    gen_request = parse_request(body)
+    gen = await service.submit(ctx=ctx, principal=principal, request=gen_request)
+    request.app.state.notify_workers()
+    payload = await run_in_threadpool(_view, ctx, gen.id, principal)
+    return Response(
+        content=json.dumps(_wrap(payload)),
+        status_code=202,
+        media_type="application/json",
+        headers={"Location": f"{ctx.settings.public_url}/v1/image_to_video/{gen.id}"},
+    )
+
+
+def _view(ctx, gen_id: str, principal) -> dict[str, Any]:
+    with ctx.db.session() as session:
+        gen = service.get(session=session, principal=principal, generation_id=gen_id)
+        return to_api(gen, session=session, storage=ctx.storage)
+
+
+@router.get("/{generation_id}", summary="Read a generation")
+def read(generation_id: str, ctx: ContextDep, principal: CurrentPrincipal) -> dict[str, Any]:
+    return _wrap(_view(ctx, generation_id, principal))
+
+
+@router.get("", summary="List generations, newest first")
+def list_(
+    ctx: ContextDep,
+    principal: CurrentPrincipal,
+    status: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query()] = 20,
+    cursor: Annotated[str | None, Query()] = None,
+) -> dict[str, Any]:
+    with ctx.db.session() as session:
+        rows, next_cursor = service.list_generations(
+            session=session, principal=principal, status=status, limit=limit, cursor=cursor
+        )
+        items = [to_api(g, session=session, storage=ctx.storage) for g in rows]
+    return {"data": {"imagevideos": items, "nextCursor": next_cursor}}
+
+
+@router.delete("/{generation_id}", summary="Cancel a generation (refunds its credits)")
+def cancel(generation_id: str, ctx: ContextDep, principal: CurrentPrincipal) -> dict[str, Any]:
+    with ctx.db.session(write=True) as session:
+        gen = service.cancel(
+            session=session,
+            storage=ctx.storage,
+            principal=principal,
+            generation_id=generation_id,
+        )
+        return _wrap(to_api(gen, session=session, storage=ctx.storage))

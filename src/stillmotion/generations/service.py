@@ -1,0 +1,202 @@
+"""Creating, reading, listing and cancelling generations: the rules live here, once.
+
+`submit` resolves and stores the source image first (no database lock is held while a URL is
+fetched), then creates the job and charges for it in one transaction: an accepted job is never
+lost and never charged twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from stillmotion import errors, net
+from stillmotion.accounts.service import Principal
+from stillmotion.config import Settings
+from stillmotion.credits import service as credits
+from stillmotion.db import Database, new_id, utcnow
+from stillmotion.engine import output_size
+from stillmotion.generations.models import Generation
+from stillmotion.generations.schemas import GenerateRequest
+from stillmotion.storage import Storage
+from stillmotion.uploads import service as uploads
+from stillmotion.webhooks import outbox
+
+STATUSES = ("processing", "completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the service needs from the running app."""
+
+    db: Database
+    settings: Settings
+    storage: Storage
+
+
+def check_request(request: GenerateRequest, *, settings: Settings) -> None:
+    """Rules beyond the schema's: brush regions decode, the webhook URL is well formed."""
+    if request.motion_brush:
+        from stillmotion.engine import brush
+
+        try:
+            brush.parse_regions([r.model_dump() for r in request.motion_brush])
+        except ValueError as exc:
+            raise errors.ValidationFailed(f"motionBrush: {exc}", field="motionBrush") from None
+    if request.webhook_url:
+        net.check_url_syntax(request.webhook_url)
+
+
+async def submit(*, ctx: Context, principal: Principal, request: GenerateRequest) -> Generation:
+    """Accept a generation: check, fetch and store the image, then create and charge the job."""
+    settings = ctx.settings
+    check_request(request, settings=settings)
+    if request.webhook_url:
+        # Resolve now so a URL pointing inward is refused before anything is charged.
+        from starlette.concurrency import run_in_threadpool
+
+        await run_in_threadpool(
+            net.check_url, request.webhook_url, allow_networks=settings.networks
+        )
+    source = await uploads.resolve_source(
+        db=ctx.db,
+        settings=settings,
+        storage=ctx.storage,
+        account_id=principal.account_id,
+        ref=request.source,
+    )
+    width, height = output_size(request.version, request.aspect_ratio)
+    cost = credits.price(
+        settings=settings,
+        version=request.version,
+        duration=request.duration,
+        motion_brush=bool(request.motion_brush),
+    )
+    gen_id = new_id("gen")
+    with ctx.db.session(write=True) as session:
+        credits.charge(
+            session=session, account_id=principal.account_id, amount=cost, generation_id=gen_id
+        )
+        gen = Generation(
+            id=gen_id,
+            account_id=principal.account_id,
+            service=request.service,
+            provider=getattr(settings, "provider_" + request.service.replace("-", "_")),
+            version=request.version,
+            aspect_ratio=request.aspect_ratio,
+            duration=request.duration,
+            motion_intensity=request.motion_intensity,
+            prompt=request.prompt,
+            seed=request.seed if request.seed is not None else secrets.randbelow(2**32),
+            camera=request.camera.model_dump() if request.camera else None,
+            motion_brush=[r.model_dump() for r in request.motion_brush]
+            if request.motion_brush
+            else None,
+            loop=request.loop,
+            webhook_url=request.webhook_url,
+            credit_cost=cost,
+            source_key=source.key,
+            width=width,
+            height=height,
+            fps=24,
+            created_at=utcnow(),
+        )
+        session.add(gen)
+        session.flush()
+    return gen
+
+
+def get(*, session: Session, principal: Principal, generation_id: str) -> Generation:
+    """The caller's generation; another account's id is 404, as an unknown one is."""
+    gen = session.get(Generation, generation_id) if isinstance(generation_id, str) else None
+    if gen is None or gen.account_id != principal.account_id:
+        raise errors.NotFound(f"no generation {generation_id!r}")
+    return gen
+
+
+def _encode_cursor(gen: Generation) -> str:
+    raw = json.dumps([gen.created_at.isoformat(), gen.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, gen_id = json.loads(raw)
+        return str(created), str(gen_id)
+    except Exception:
+        raise errors.ValidationFailed("invalid cursor", field="cursor") from None
+
+
+def list_generations(
+    *,
+    session: Session,
+    principal: Principal,
+    status: str | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> tuple[list[Generation], str | None]:
+    """The caller's generations, newest first, and the cursor of the next page (or None)."""
+    from datetime import datetime
+
+    if status is not None and status not in STATUSES:
+        raise errors.ValidationFailed(
+            f"status must be one of {', '.join(STATUSES)}", field="status"
+        )
+    if not 1 <= limit <= 100:
+        raise errors.ValidationFailed("limit must be 1 … 100", field="limit")
+    query = select(Generation).where(Generation.account_id == principal.account_id)
+    if status:
+        query = query.where(Generation.status == status)
+    if cursor:
+        created, gen_id = _decode_cursor(cursor)
+        try:
+            created_at = datetime.fromisoformat(created)
+        except ValueError:
+            raise errors.ValidationFailed("invalid cursor", field="cursor") from None
+        query = query.where(
+            (Generation.created_at < created_at)
+            | ((Generation.created_at == created_at) & (Generation.id < gen_id))
+        )
+    rows = list(
+        session.scalars(
+            query.order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit + 1)
+        )
+    )
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def cancel(
+    *, session: Session, storage: Storage, principal: Principal, generation_id: str
+) -> Generation:
+    """Cancel an unfinished job and refund it; a finished one is `AlreadyFinished`.
+
+    The state change is a conditional UPDATE, so a cancel racing the worker's completion has
+    exactly one winner, and only the cancel that won refunds.
+    """
+    gen = get(session=session, principal=principal, generation_id=generation_id)
+    from stillmotion.jobs import queue
+
+    if not queue.finish(
+        session=session,
+        storage=storage,
+        generation_id=gen.id,
+        status="cancelled",
+        owner=None,
+        error_code=None,
+        error_message=None,
+    ):
+        session.refresh(gen)
+        raise errors.AlreadyFinished(f"generation {gen.id} is already {gen.status}")
+    session.refresh(gen)
+    return gen
+
+
+def finish_event(*, session: Session, storage: Storage, gen: Generation) -> None:
+    outbox.enqueue_generation_event(session=session, gen=gen, storage=storage)

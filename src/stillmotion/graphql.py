@@ -1,0 +1,120 @@
+"""The root GraphQL schema, merged from each domain's types, and its HTTP endpoint.
+
+The endpoint is ours rather than Strawberry's router so that GraphQL errors follow API.md §6:
+the same `{"errors": [{"message", "extensions": {"code", …}}]}` body as REST, and, when the
+operation failed as a whole (`data` null), the same HTTP status as REST would give.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import strawberry
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse
+from graphql import GraphQLError
+from starlette.concurrency import run_in_threadpool
+from strawberry.http.ides import get_graphql_ide_html
+from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
+
+from stillmotion import errors
+from stillmotion.accounts import gql as accounts_gql
+from stillmotion.deps import authenticate
+from stillmotion.generations import gql as generations_gql
+
+log = logging.getLogger("stillmotion.graphql")
+
+QUERIES: list[type] = [generations_gql.Query, accounts_gql.Query]
+MUTATIONS: list[type] = [generations_gql.Mutation]
+
+
+class Schema(strawberry.Schema):
+    def process_errors(
+        self, errors_: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors_:
+            original = error.original_error
+            if original is not None and not isinstance(original, errors.StillmotionError):
+                log.error("GraphQL resolver failed", exc_info=original)
+
+
+def build_schema() -> Schema:
+    return Schema(
+        query=merge_types("Query", tuple(QUERIES)),
+        mutation=merge_types("Mutation", tuple(MUTATIONS)),
+    )
+
+
+schema = build_schema()
+router = APIRouter(tags=["graphql"])
+
+
+def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def format_error(error: GraphQLError) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """One GraphQL error in the §6 shape, the HTTP status it stands for, and its headers."""
+    original = error.original_error
+    headers: dict[str, str] = {}
+    if isinstance(original, errors.StillmotionError):
+        body, status, headers = original.as_graphql_error(), original.status, original.headers
+    elif original is None:
+        body = {"message": error.message, "extensions": {"code": "BAD_REQUEST"}}
+        status = 400
+    else:
+        body = {
+            "message": errors.InternalError.__doc__,
+            "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+        }
+        status = 500
+    if error.path:
+        body["path"] = error.path
+    if error.locations:
+        body["locations"] = [{"line": loc.line, "column": loc.column} for loc in error.locations]
+    return body, status, headers
+
+
+@router.get("/graphql", include_in_schema=False)
+def graphiql() -> HTMLResponse:
+    return HTMLResponse(get_graphql_ide_html())
+
+
+@router.post("/graphql", summary="GraphQL endpoint (generate, animateImage, …)")
+async def graphql(request: Request) -> Response:
+    try:
+        payload = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise errors.BadRequest("the request body is not valid JSON") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+        raise errors.BadRequest('expected a JSON object with a "query" string')
+    variables = payload.get("variables") or {}
+    if not isinstance(variables, dict):
+        raise errors.BadRequest('"variables" must be a JSON object')
+    principal = await run_in_threadpool(authenticate, request)
+    context = {
+        "ctx": request.app.state.ctx,
+        "principal": lambda: principal,
+        "request": request,
+        "notify_workers": request.app.state.notify_workers,
+    }
+    result = await schema.execute(
+        payload["query"],
+        variable_values=variables,
+        context_value=context,
+        operation_name=payload.get("operationName"),
+    )
+    body: dict[str, Any] = {"data": result.data}
+    status, headers = 200, {}
+    if result.errors:
+        formatted = [format_error(e) for e in result.errors]
+        body["errors"] = [f for f, _, _ in formatted]
+        if result.data is None:
+            # The operation failed as a whole: its first error sets the status, as REST's would.
+            _, status, headers = formatted[0]
+    return _json(body, status, headers)

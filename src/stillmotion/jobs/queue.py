@@ -1,0 +1,203 @@
+"""The generations table as a queue: claim with a lease, renew, finish, re-claim when a lease
+runs out. The pattern of solid_queue, GoodJob, Oban and River.
+
+- `claim` takes the oldest claimable job whose account is under its concurrency limit:
+  `SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL, a `BEGIN IMMEDIATE` transaction on SQLite.
+  A job is claimable when it is queued, or when it was running and its lease has expired (its
+  worker died): then it is claimed again, up to `max_attempts`, after which it fails with a
+  refund.
+- `renew` extends the lease and records progress; it answers False when the job is no longer
+  this worker's (cancelled, or re-claimed after this worker stalled), which the worker treats
+  as "stop rendering".
+- `finish` moves a job to a final status with one conditional UPDATE, so exactly one of a
+  racing cancel and completion wins, and writes the refund and the webhook event in the same
+  transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from stillmotion.accounts.models import Account
+from stillmotion.accounts.plans import limits_for
+from stillmotion.credits import service as credits
+from stillmotion.db import utcnow
+from stillmotion.generations.models import Generation
+from stillmotion.generations.views import RUNNING_STAGES
+from stillmotion.storage import Storage
+from stillmotion.webhooks import outbox
+
+
+def claim(
+    *, session: Session, storage: Storage, owner: str, lease_seconds: float, max_attempts: int
+) -> Generation | None:
+    """Claim the next job for `owner`, or None when nothing can start now."""
+    now = utcnow()
+    claimable = (Generation.status == "processing") & (
+        (Generation.stage == "queued")
+        | (Generation.stage.in_(RUNNING_STAGES) & (Generation.lease_expires_at < now))
+    )
+    candidates = session.scalars(
+        select(Generation)
+        .where(claimable)
+        .order_by(Generation.created_at, Generation.id)
+        .limit(20)
+        .with_for_update(skip_locked=True, of=Generation)
+    ).all()
+    blocked: set[str] = set()
+    for gen in candidates:
+        if gen.account_id in blocked:
+            continue  # an older job of this account is waiting: keep submission order
+        if gen.attempts >= max_attempts:
+            finish(
+                session=session,
+                storage=storage,
+                generation_id=gen.id,
+                status="failed",
+                owner=None,
+                error_code="RENDER_FAILED",
+                error_message=f"the job was abandoned by its worker {gen.attempts} times",
+            )
+            continue
+        account = session.scalar(
+            select(Account).where(Account.id == gen.account_id).with_for_update()
+        )
+        running = session.scalar(
+            select(func.count()).where(
+                Generation.account_id == gen.account_id,
+                Generation.status == "processing",
+                Generation.stage.in_(RUNNING_STAGES),
+                Generation.lease_expires_at >= now,
+                Generation.id != gen.id,
+            )
+        )
+        if account is None or running >= limits_for(account).concurrent:
+            blocked.add(gen.account_id)
+            continue
+        gen.stage = "rendering"
+        gen.attempts += 1
+        gen.lease_owner = owner
+        gen.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        gen.started_at = gen.started_at or now
+        session.flush()
+        return gen
+    return None
+
+
+def renew(
+    *,
+    session: Session,
+    generation_id: str,
+    owner: str,
+    lease_seconds: float,
+    progress: float,
+    stage: str,
+) -> bool:
+    """Extend the lease and record progress. False: the job is no longer ours to render."""
+    now = utcnow()
+    result = session.execute(
+        update(Generation)
+        .where(
+            Generation.id == generation_id,
+            Generation.lease_owner == owner,
+            Generation.status == "processing",
+        )
+        .values(
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            progress=func.max(Generation.progress, progress)
+            if session.bind.dialect.name == "sqlite"
+            else func.greatest(Generation.progress, progress),
+            stage=stage,
+        )
+    )
+    return result.rowcount == 1
+
+
+def complete(
+    *,
+    session: Session,
+    storage: Storage,
+    generation_id: str,
+    owner: str,
+    output_key: str,
+    poster_key: str | None,
+    frames: int,
+    output_bytes: int,
+    width: int,
+    height: int,
+) -> bool:
+    """Mark a rendered job completed. False when it was cancelled (or lost) meanwhile."""
+    now = utcnow()
+    result = session.execute(
+        update(Generation)
+        .where(
+            Generation.id == generation_id,
+            Generation.lease_owner == owner,
+            Generation.status == "processing",
+        )
+        .values(
+            status="completed",
+            stage="done",
+            progress=1.0,
+            completed_at=now,
+            output_key=output_key,
+            poster_key=poster_key,
+            frames=frames,
+            output_bytes=output_bytes,
+            width=width,
+            height=height,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+    )
+    if result.rowcount != 1:
+        return False
+    gen = session.get(Generation, generation_id)
+    session.refresh(gen)
+    outbox.enqueue_generation_event(session=session, gen=gen, storage=storage)
+    return True
+
+
+def finish(
+    *,
+    session: Session,
+    storage: Storage,
+    generation_id: str,
+    status: str,
+    owner: str | None,
+    error_code: str | None,
+    error_message: str | None,
+) -> bool:
+    """Move an unfinished job to `failed` or `cancelled` and refund it, once.
+
+    With `owner`, only if that worker still holds the job. False when it had already finished.
+    """
+    assert status in ("failed", "cancelled")
+    query = update(Generation).where(
+        Generation.id == generation_id, Generation.status == "processing"
+    )
+    if owner is not None:
+        query = query.where(Generation.lease_owner == owner)
+    now = utcnow()
+    result = session.execute(
+        query.values(
+            status=status,
+            stage="done",
+            completed_at=now,
+            error_code=error_code,
+            error_message=error_message,
+            lease_owner=None,
+            lease_expires_at=None,
+            cancel_requested=status == "cancelled",
+        )
+    )
+    if result.rowcount != 1:
+        return False
+    gen = session.get(Generation, generation_id)
+    session.refresh(gen)
+    credits.refund(session=session, generation_id=generation_id, note=f"generation {status}")
+    outbox.enqueue_generation_event(session=session, gen=gen, storage=storage)
+    return True

@@ -1,0 +1,233 @@
+"""The worker loop: claim a job, render it with a heartbeat, store the result, finish.
+
+A worker runs as a thread inside `stillmotion serve` or in its own `stillmotion worker`
+process; both are the same class. While a job renders, a heartbeat thread renews the lease
+every third of its length and writes the latest progress; when renewal fails (the job was
+cancelled, or this worker stalled and lost it) the render is told to stop between frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from stillmotion.generations.models import Generation
+from stillmotion.generations.service import Context
+from stillmotion.jobs import queue
+from stillmotion.providers import get_provider
+from stillmotion.providers.base import Cancelled, ProviderError, RenderJob
+
+log = logging.getLogger("stillmotion.worker")
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, worker: Worker, gen_id: str, timeout: float) -> None:
+        super().__init__(name=f"heartbeat-{gen_id}", daemon=True)
+        self.worker = worker
+        self.gen_id = gen_id
+        self.progress = 0.0
+        self.stage = "rendering"
+        self.lost = threading.Event()
+        self.timed_out = False
+        self._halt = threading.Event()
+        self._deadline = time.monotonic() + timeout
+        self._dirty = threading.Event()
+
+    def report(self, fraction: float, stage: str) -> None:
+        self.progress = max(self.progress, min(1.0, fraction))
+        if stage != self.stage:
+            self.stage = stage
+            self._dirty.set()
+
+    def run(self) -> None:
+        interval = min(self.worker.ctx.settings.lease_seconds / 3, 1.0)
+        while not self._halt.is_set():
+            self._beat()
+            if time.monotonic() > self._deadline:
+                self.timed_out = True
+                self.lost.set()
+            self._dirty.wait(interval)
+            self._dirty.clear()
+
+    def _beat(self) -> None:
+        ctx = self.worker.ctx
+        try:
+            with ctx.db.session(write=True) as session:
+                alive = queue.renew(
+                    session=session,
+                    generation_id=self.gen_id,
+                    owner=self.worker.name,
+                    lease_seconds=ctx.settings.lease_seconds,
+                    progress=self.progress,
+                    stage=self.stage,
+                )
+        except Exception:
+            log.exception("heartbeat of %s failed; retrying", self.gen_id)
+            return
+        if not alive:
+            self.lost.set()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self._dirty.set()
+        self.join()
+
+
+class Worker:
+    """Claims and renders jobs until `stop` is set."""
+
+    def __init__(
+        self, ctx: Context, *, name: str | None = None, wake: threading.Event | None = None
+    ) -> None:
+        self.ctx = ctx
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.wake = wake or threading.Event()
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("worker %s started", self.name)
+        while not stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:
+                log.exception("worker %s: unexpected error; continuing", self.name)
+                worked = False
+            if not worked:
+                self.wake.wait(self.ctx.settings.poll_interval)
+                self.wake.clear()
+        log.info("worker %s stopped", self.name)
+
+    def run_once(self) -> bool:
+        """Claim and process one job. False when there was nothing to do."""
+        ctx = self.ctx
+        with ctx.db.session(write=True) as session:
+            gen = queue.claim(
+                session=session,
+                storage=ctx.storage,
+                owner=self.name,
+                lease_seconds=ctx.settings.lease_seconds,
+                max_attempts=ctx.settings.max_attempts,
+            )
+            if gen is None:
+                return False
+            job = self._job(gen)
+            provider_name = gen.provider
+        log.info("worker %s claimed %s (attempt %s)", self.name, job.generation_id, gen.attempts)
+        self._process(job, provider_name)
+        return True
+
+    def _job(self, gen: Generation) -> RenderJob:
+        return RenderJob(
+            generation_id=gen.id,
+            source=self.ctx.storage.read_bytes(gen.source_key),
+            version=gen.version,
+            aspect_ratio=gen.aspect_ratio,
+            duration=gen.duration,
+            prompt=gen.prompt,
+            motion_intensity=gen.motion_intensity,
+            seed=gen.seed,
+            camera=gen.camera,
+            motion_brush=gen.motion_brush,
+            loop=gen.loop,
+            fps=gen.fps,
+        )
+
+    def _process(self, job: RenderJob, provider_name: str) -> None:
+        ctx = self.ctx
+        heartbeat = _Heartbeat(self, job.generation_id, ctx.settings.render_timeout_seconds)
+        heartbeat.start()
+        try:
+            with tempfile.TemporaryDirectory(prefix="stillmotion-") as tmp:
+                try:
+                    provider = get_provider(provider_name, settings=ctx.settings)
+                    output = provider.render(
+                        job,
+                        workdir=Path(tmp),
+                        on_progress=heartbeat.report,
+                        should_cancel=heartbeat.lost.is_set,
+                    )
+                except Cancelled:
+                    if heartbeat.timed_out:
+                        self._fail(job, "TIMEOUT", "the render took longer than allowed")
+                    else:
+                        log.info("render of %s stopped: cancelled or lost", job.generation_id)
+                    return
+                except ProviderError as exc:
+                    self._fail(job, exc.code, str(exc))
+                    return
+                except Exception:
+                    log.exception("render of %s failed", job.generation_id)
+                    self._fail(job, "RENDER_FAILED", "the render failed unexpectedly")
+                    return
+                heartbeat.report(heartbeat.progress, "storing")
+                video_key = f"outputs/{job.generation_id}.mp4"
+                poster_key = f"outputs/{job.generation_id}.jpg" if output.poster_path else None
+                ctx.storage.put_file(video_key, output.video_path)
+                if output.poster_path:
+                    ctx.storage.put_file(poster_key, output.poster_path)
+        finally:
+            heartbeat.stop()
+        with ctx.db.session(write=True) as session:
+            done = queue.complete(
+                session=session,
+                storage=ctx.storage,
+                generation_id=job.generation_id,
+                owner=self.name,
+                output_key=video_key,
+                poster_key=poster_key,
+                frames=output.frames,
+                output_bytes=output.bytes,
+                width=output.width,
+                height=output.height,
+            )
+        if not done:
+            log.info("%s finished but was cancelled meanwhile; discarding", job.generation_id)
+            ctx.storage.delete(video_key)
+            if poster_key:
+                ctx.storage.delete(poster_key)
+        else:
+            log.info("worker %s completed %s", self.name, job.generation_id)
+
+    def _fail(self, job: RenderJob, code: str, message: str) -> None:
+        log.warning("generation %s failed: %s %s", job.generation_id, code, message)
+        with self.ctx.db.session(write=True) as session:
+            queue.finish(
+                session=session,
+                storage=self.ctx.storage,
+                generation_id=job.generation_id,
+                status="failed",
+                owner=self.name,
+                error_code=code,
+                error_message=message,
+            )
+
+
+class WorkerPool:
+    """N worker threads sharing one wake-up event (set when a job is submitted here)."""
+
+    def __init__(self, ctx: Context, count: int) -> None:
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.workers = [Worker(ctx, wake=self.wake) for _ in range(count)]
+        self.threads = [
+            threading.Thread(target=w.run, args=(self.stop_event,), name=f"worker-{i}", daemon=True)
+            for i, w in enumerate(self.workers)
+        ]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def notify(self) -> None:
+        self.wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stop_event.set()
+        self.wake.set()
+        for t in self.threads:
+            t.join(timeout)

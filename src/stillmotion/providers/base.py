@@ -1,0 +1,63 @@
+"""The interface every renderer implements: the built-in engine, a remote API, a GPU model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    generation_id: str
+    source: bytes
+    version: str
+    aspect_ratio: str
+    duration: int
+    prompt: str
+    motion_intensity: str
+    seed: int
+    camera: dict[str, Any] | None = None
+    motion_brush: list[dict[str, Any]] | None = None
+    loop: bool = False
+    fps: int = 24
+
+
+@dataclass(frozen=True)
+class RenderOutput:
+    video_path: Path
+    poster_path: Path | None
+    width: int
+    height: int
+    fps: int
+    frames: int
+    bytes: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """The provider could not render this job. `code` is the job's error code (API.md §6)."""
+
+    def __init__(self, message: str, *, code: str = "PROVIDER_ERROR") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Cancelled(Exception):
+    """The render stopped because `should_cancel()` said so."""
+
+
+class Provider(Protocol):
+    name: str
+
+    def render(
+        self,
+        job: RenderJob,
+        *,
+        workdir: Path,
+        on_progress: Callable[[float, str], None],
+        should_cancel: Callable[[], bool],
+    ) -> RenderOutput:
+        """Render `job` into files under `workdir`. Raises `ProviderError` or `Cancelled`."""
+        ...

@@ -1,0 +1,69 @@
+"""The built-in engine: CPU only, no model weights."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from stillmotion import engine
+from stillmotion.providers.base import Cancelled, ProviderError, RenderJob, RenderOutput
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, *, crf: int = 18, preset: str = "medium") -> None:
+        self.crf = crf
+        self.preset = preset
+
+    def render(
+        self,
+        job: RenderJob,
+        *,
+        workdir: Path,
+        on_progress: Callable[[float, str], None],
+        should_cancel: Callable[[], bool],
+    ) -> RenderOutput:
+        try:
+            image = engine.open_image(job.source)
+        except engine.InvalidImage as exc:
+            raise ProviderError(str(exc), code="INVALID_IMAGE") from None
+        spec = engine.RenderSpec(
+            version=job.version,
+            aspect_ratio=job.aspect_ratio,
+            duration=job.duration,
+            fps=job.fps,
+            prompt=job.prompt,
+            motion_intensity=job.motion_intensity,
+            seed=job.seed,
+            camera=job.camera,
+            motion_brush=job.motion_brush,
+            loop=job.loop,
+            crf=self.crf,
+            preset=self.preset,
+        )
+        video = workdir / f"{job.generation_id}.mp4"
+        poster = workdir / f"{job.generation_id}.jpg"
+        try:
+            result = engine.render(
+                image,
+                spec,
+                video,
+                poster_path=poster,
+                on_progress=on_progress,
+                should_cancel=should_cancel,
+            )
+        except engine.RenderCancelled:
+            raise Cancelled() from None
+        except engine.EngineError as exc:
+            raise ProviderError(str(exc), code="RENDER_FAILED") from None
+        return RenderOutput(
+            video_path=video,
+            poster_path=result.poster_path,
+            width=result.width,
+            height=result.height,
+            fps=result.fps,
+            frames=result.frames,
+            bytes=result.bytes,
+            extra={"plan": result.plan},
+        )

@@ -1,0 +1,149 @@
+"""Source images: uploads, and resolving `image`/`imageUrl` to checked bytes in storage.
+
+An image is fetched, decoded and checked, and its bytes stored, before a generation is
+accepted, so a job never depends on a URL staying up (API.md §2).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from stillmotion import errors, net
+from stillmotion.config import Settings
+from stillmotion.db import Database, utcnow
+from stillmotion.engine import ImageLimits, open_image
+from stillmotion.engine import InvalidImage as EngineInvalidImage
+from stillmotion.storage import Storage
+from stillmotion.uploads.models import Upload
+
+_DATA_URI = re.compile(r"^data:(image/[a-z0-9.+-]+)?(;[a-z0-9=.+-]+)*;base64,", re.I)
+_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    key: str
+    content_type: str
+    width: int
+    height: int
+    bytes: int
+
+
+def _limits(settings: Settings) -> ImageLimits:
+    return ImageLimits(max_bytes=settings.max_image_bytes)
+
+
+def check_image(data: bytes, *, settings: Settings) -> tuple[str, int, int]:
+    """(format, width, height) of a valid source image, or `InvalidImage`/`PayloadTooLarge`."""
+    if len(data) > settings.max_image_bytes:
+        raise errors.PayloadTooLarge(
+            f"image is {len(data)} bytes; the limit is {settings.max_image_bytes} bytes"
+        )
+    try:
+        image = open_image(data, _limits(settings))
+    except EngineInvalidImage as exc:
+        raise errors.InvalidImage(str(exc)) from None
+    fmt = _sniff_format(data)
+    return fmt, image.width, image.height
+
+
+def _sniff_format(data: bytes) -> str:
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    return "WEBP"
+
+
+def _store(storage: Storage, data: bytes, fmt: str, width: int, height: int) -> StoredImage:
+    key = f"sources/{hashlib.sha256(data).hexdigest()}.{_EXT[fmt]}"
+    if not storage.exists(key):
+        storage.put_bytes(key, data)
+    return StoredImage(
+        key=key, content_type=_MIME[fmt], width=width, height=height, bytes=len(data)
+    )
+
+
+def decode_data_uri(ref: str, *, settings: Settings) -> bytes:
+    match = _DATA_URI.match(ref)
+    if not match:
+        raise errors.ValidationFailed(
+            "a data URI must look like data:image/png;base64,…", field="image"
+        )
+    payload = ref[match.end() :]
+    if len(payload) * 3 // 4 > settings.max_data_uri_bytes + 3:
+        raise errors.PayloadTooLarge(
+            f"a data URI image may be at most {settings.max_data_uri_bytes} bytes decoded"
+        )
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise errors.InvalidImage("the data URI is not valid base64") from None
+
+
+async def resolve_source(
+    *, db: Database, settings: Settings, storage: Storage, account_id: str, ref: str
+) -> StoredImage:
+    """Fetch, decode, check and store the image that `ref` names."""
+    ref = ref.strip()
+    if ref.startswith("upload://"):
+        upload_id = ref.removeprefix("upload://")
+        with db.session() as session:
+            row = session.get(Upload, upload_id)
+            if row is None or row.account_id != account_id or row.expires_at < utcnow():
+                raise errors.ValidationFailed(
+                    f"no upload {upload_id!r} (uploads are kept {settings.upload_ttl_hours} h)",
+                    field="image",
+                )
+            return StoredImage(
+                key=row.storage_key,
+                content_type=row.content_type,
+                width=row.width,
+                height=row.height,
+                bytes=row.bytes,
+            )
+    if ref[:5].lower() == "data:":
+        data = decode_data_uri(ref, settings=settings)
+    elif ref[:7].lower() == "http://" or ref[:8].lower() == "https://":
+        result = await net.fetch(
+            ref, allow_networks=settings.networks, max_bytes=settings.max_image_bytes
+        )
+        data = result.content
+    elif "://" in ref:
+        raise errors.UrlNotAllowed("only http and https image URLs are allowed")
+    else:
+        raise errors.ValidationFailed(
+            "image must be an http(s) URL, a data:image/…;base64 URI or an upload:// id",
+            field="image",
+        )
+    fmt, width, height = await run_in_threadpool(check_image, data, settings=settings)
+    return await run_in_threadpool(_store, storage, data, fmt, width, height)
+
+
+def create_upload(
+    *, session: Session, settings: Settings, storage: Storage, account_id: str, data: bytes
+) -> Upload:
+    """Check and store an uploaded image; it can be used as `upload://ID` for 24 hours."""
+    fmt, width, height = check_image(data, settings=settings)
+    stored = _store(storage, data, fmt, width, height)
+    row = Upload(
+        account_id=account_id,
+        storage_key=stored.key,
+        content_type=stored.content_type,
+        bytes=stored.bytes,
+        width=width,
+        height=height,
+        expires_at=utcnow() + timedelta(hours=settings.upload_ttl_hours),
+    )
+    session.add(row)
+    session.flush()
+    return row

@@ -1,0 +1,108 @@
+"""Nothing accepted is lost: a worker killed mid-render, a server restarted or killed."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from sqlalchemy import select
+
+from stillmotion.db import Database
+from stillmotion.generations.models import Generation
+from tests.support.video import SIZES, check_video
+
+pytestmark = pytest.mark.slow
+
+
+def _submit(client, image_url: str, **extra) -> str:
+    body = {
+        "service": "runway-i2v",
+        "prompt": "slow push in",
+        "imageUrl": image_url,
+        "version": "gen-2",
+        "duration": 4,
+        **extra,
+    }
+    response = client.post("/v1/image_to_video", json=body)
+    assert response.status_code == 202, response.text
+    return response.json()["data"]["imagevideo"]["id"]
+
+
+def _get(client, gen_id: str) -> dict:
+    response = client.get(f"/v1/image_to_video/{gen_id}")
+    assert response.status_code == 200, response.text
+    return response.json()["data"]["imagevideo"]
+
+
+def _wait(client, gen_id: str, predicate, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        gen = _get(client, gen_id)
+        if predicate(gen):
+            return gen
+        time.sleep(0.2)
+    raise AssertionError(f"timed out; last state {gen}")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_worker_killed_mid_render_is_picked_up_again(make_server, image_server, backend):
+    srv = make_server(backend, workers=0).start()
+    key = srv.create_key("kill9")
+    with srv.client(key) as client:
+        gen_id = _submit(client, image_server.url("/astronaut.jpg"), duration=8)
+        first = srv.worker_process()
+        rendering = _wait(
+            client, gen_id, lambda g: g["stage"] == "rendering" and g["progress"] > 0.05
+        )
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        # The job is still accepted and unfinished; nobody renders it until the lease expires.
+        assert _get(client, gen_id)["status"] == "processing"
+        second = srv.worker_process()
+        try:
+            done = _wait(client, gen_id, lambda g: g["status"] != "processing")
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(30)
+    assert done["status"] == "completed", done
+    assert done["progress"] == 1.0 and done["progress"] >= rendering["progress"]
+    check_video(done["url"], width=1280, height=720, frames=8 * 24)
+    db = Database(srv.database_url)
+    with db.session() as session:
+        row = session.scalar(select(Generation).where(Generation.id == gen_id))
+        assert row.attempts == 2
+    db.dispose()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_restarting_the_server_loses_no_accepted_job(make_server, image_server, sig):
+    srv = make_server("sqlite", workers=0).start()
+    key = srv.create_key("restart")
+    with srv.client(key) as client:
+        ids = [
+            _submit(client, image_server.url("/astronaut-small.jpg"), duration=2) for _ in range(3)
+        ]
+    srv.stop(sig)
+    srv.workers = 1
+    srv.env["STILLMOTION_WORKERS"] = "1"
+    srv.start()
+    with srv.client(key) as client:
+        for gen_id in ids:
+            done = _wait(client, gen_id, lambda g: g["status"] != "processing")
+            assert done["status"] == "completed", done
+            width, height = SIZES[("gen-2", "16:9")]
+            check_video(done["url"], width=width, height=height, frames=48)
+
+
+def test_server_killed_mid_render_finishes_after_restart(make_server, image_server):
+    srv = make_server("sqlite", workers=1).start()
+    key = srv.create_key("restart-kill")
+    with srv.client(key) as client:
+        gen_id = _submit(client, image_server.url("/astronaut.jpg"), duration=8)
+        _wait(client, gen_id, lambda g: g["stage"] == "rendering" and g["progress"] > 0.05)
+    srv.stop(signal.SIGKILL)
+    srv.start()
+    with srv.client(key) as client:
+        done = _wait(client, gen_id, lambda g: g["status"] != "processing")
+    assert done["status"] == "completed", done
