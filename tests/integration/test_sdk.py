@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from stillmotion.client import (
     AsyncClient,
     Client,
     Generation,
+    GenerationCancelled,
 )
 
 FAST = {"duration": 2, "version": "gen-2"}
@@ -278,3 +280,237 @@ def test_retry_after_beyond_the_budget_raises_at_once():
             client.generate(image_url="https://example.com/a.jpg", **FAST)
     assert time.monotonic() - start < 1.0
     assert info.value.retry_after == 30 and len(hits) == 1
+
+
+# --- against the real server ---------------------------------------------------------------------
+@pytest.fixture
+def make_key(server):
+    def make(*, plan: str = "pro", credits: int = 100_000) -> str:
+        return server.create_key(f"sdk-{uuid.uuid4().hex[:10]}", plan=plan, credits=credits)
+
+    return make
+
+
+@pytest.fixture
+def client(server, make_key):
+    with Client(base_url=server.url, api_key=make_key()) as c:
+        yield c
+
+
+@pytest.mark.parametrize("transport", ["rest", "graphql"])
+def test_lost_create_response_is_retried_into_one_job_and_one_charge(
+    server, make_key, image_url, transport
+):
+    key = make_key(credits=1000)
+    create_path = "/v1/image_to_video" if transport == "rest" else "/graphql"
+    dropped: list[str] = []
+
+    def drop(method: str, path: str) -> bool:
+        if method == "POST" and path == create_path and not dropped:
+            dropped.append(path)
+            return True
+        return False
+
+    with (
+        Proxy(server.url, drop=drop) as proxy,
+        Client(base_url=proxy.url, api_key=key, transport=transport) as client,
+    ):
+        gen = client.generate(image_url=image_url, prompt="slow push in", **FAST)
+        creates = [s for s in proxy.seen if s.method == "POST" and s.path == create_path]
+    # The server answered twice (the first answer was lost), the second time as a replay.
+    answered = [s for s in creates if s.status is not None]
+    assert [s.status for s in answered] == ([202, 202] if transport == "rest" else [200, 200])
+    assert answered[1].headers.get("idempotent-replayed") == "true"
+    with Client(base_url=server.url, api_key=key) as direct:
+        jobs = list(direct.list())
+        assert [j.id for j in jobs] == [gen.id]
+        assert direct.account().credit_balance == 1000 - gen.credit_cost == 1000 - 4
+
+
+def test_wait_returns_on_completion_and_download_streams_the_mp4(client, image_url, tmp_path):
+    gen = client.generate(image_url=image_url, **FAST)
+    seen: list[Generation] = []
+    done = client.wait(gen, timeout=180, on_progress=seen.append)
+    assert done.status == "completed" and done.stage == "done" and done.progress == 1.0
+    assert done.url and done.url.endswith(".mp4")
+    progress = [g.progress for g in seen]
+    assert progress == sorted(progress) and seen[-1].status == "completed"
+    assert done.metadata is not None and (done.metadata.width, done.metadata.height) == (1280, 720)
+    out = client.download(done, tmp_path / "clip.mp4")
+    data = out.read_bytes()
+    assert data[4:8] == b"ftyp" and len(data) == done.metadata.bytes
+
+
+def test_wait_raises_on_cancellation_and_credits_come_back(server, make_key, image_url):
+    key = make_key(credits=1000)
+    with Client(base_url=server.url, api_key=key) as client:
+        gen = client.generate(image_url=image_url, duration=10, version="gen-3")
+        assert client.account().credit_balance == 1000 - gen.credit_cost
+        cancelled: list[Generation] = []
+
+        def cancel() -> None:
+            with Client(base_url=server.url, api_key=key) as other:
+                cancelled.append(other.cancel(gen))
+
+        canceller = threading.Timer(0.5, cancel)
+        canceller.start()
+        try:
+            with pytest.raises(GenerationCancelled) as info:
+                client.wait(gen, timeout=120)
+        finally:
+            canceller.join()
+        assert cancelled and cancelled[0].status == "cancelled"
+        assert info.value.generation.id == gen.id
+        assert info.value.generation.status == "cancelled"
+        assert client.account().credit_balance == 1000
+        # A second cancel of a cancelled job (a retried DELETE) is not an error.
+        assert client.cancel(gen).status == "cancelled"
+
+
+def test_wait_keeps_within_the_read_limit(server, make_key, image_url):
+    """A proxy enforces a read budget far tighter than the server's (3 reads per 6 s) and
+    answers 429 past it; waiting on a real job must never hit it."""
+    key = make_key()
+    with (
+        Proxy(server.url, read_budget=(3, 6.0)) as proxy,
+        Client(base_url=proxy.url, api_key=key) as client,
+    ):
+        gen = client.generate(image_url=image_url, duration=4, version="gen-2")
+        done = client.wait(gen, timeout=180)
+        assert done.status == "completed"
+    reads = [s for s in proxy.seen if s.method == "GET"]
+    assert reads and all(s.status == 200 for s in reads)
+    # And against the server's own announced limit, per minute:
+    limit = int(reads[0].headers["x-ratelimit-limit"])
+    for s in reads:
+        assert len([r for r in reads if s.at <= r.at < s.at + 60]) <= limit
+
+
+def _raw(server, key: str, method: str, path: str, **kw: Any) -> dict[str, Any]:
+    with server.client(key) as http:
+        response = http.request(method, path, **kw)
+    assert response.status_code < 300, response.text
+    return response.json()
+
+
+def test_models_round_trip_every_field_of_rest_responses(server, make_key, image_url, image_path):
+    key = make_key()
+    with Client(base_url=server.url, api_key=key) as client:
+        upload = client.upload(image_path)
+        assert upload.uri == f"upload://{upload.id}" and upload.unknown() == {}
+        gen = client.wait(client.generate(image=upload.uri, seed=7, **FAST), timeout=180)
+        account = client.account()
+    raw_gen = _raw(server, key, "GET", f"/v1/image_to_video/{gen.id}")["data"]["imagevideo"]
+    raw_acct = _raw(server, key, "GET", "/v1/account")["data"]["account"]
+    for model, raw in ((gen, raw_gen), (account, raw_acct)):
+        assert model.unknown() == {}, f"fields the SDK does not know: {model.unknown()}"
+        again = type(model).from_dict(raw)
+        assert again.to_dict() == raw
+        assert again == model
+    assert gen.metadata.unknown() == {}
+    assert gen.metadata.seed == 7 and gen.credit_cost == 4 and gen.poster_url
+
+
+def test_models_round_trip_every_field_of_graphql_responses(server, make_key, image_url):
+    from stillmotion.client._ops import ACCOUNT_FIELDS, GENERATION_FIELDS
+
+    key = make_key()
+    with Client(base_url=server.url, api_key=key, transport="graphql") as client:
+        created = client.generate(image_url=image_url, prompt="orbit left", **FAST)
+        animated = client.animate_image(image_url=image_url, loop=True, **FAST)
+        done = client.wait(created, timeout=180)
+        account = client.account()
+        listed = {g.id: g for g in client.list()}
+    assert set(listed) == {created.id, animated.id}
+    query = (
+        f'{{ generation(id: "{done.id}") {{ {GENERATION_FIELDS} }} '
+        f"account {{ {ACCOUNT_FIELDS} }} }}"
+    )
+    data = _raw(server, key, "POST", "/graphql", json={"query": query})["data"]
+    assert Generation.from_dict(data["generation"]).to_dict() == data["generation"]
+    assert Generation.from_dict(data["generation"]) == done
+    assert type(account).from_dict(data["account"]).to_dict() == data["account"]
+    # Every field the schema's Generation type has is one the SDK asks for.
+    schema = _raw(
+        server,
+        key,
+        "POST",
+        "/graphql",
+        json={"query": '{ __type(name: "Generation") { fields { name } } }'},
+    )
+    fields = {f["name"] for f in schema["data"]["__type"]["fields"]}
+    assert fields == Generation.known_keys()
+    assert done.prompt == "orbit left" and done.type == "VIDEO"
+    assert animated.metadata.version == "gen-2"
+
+
+def test_errors_come_back_typed(server, make_key, image_url):
+    from stillmotion.client import (
+        InsufficientCredits,
+        NotFound,
+        Unauthenticated,
+        ValidationError,
+    )
+
+    for transport in ("rest", "graphql"):
+        with Client(base_url=server.url, api_key="sm_" + "x" * 40, transport=transport) as bad:
+            with pytest.raises(Unauthenticated) as info:
+                bad.account()
+            assert info.value.status == 401
+        with Client(base_url=server.url, api_key=make_key(credits=3), transport=transport) as c:
+            with pytest.raises(NotFound):
+                c.get("gen_doesnotexist")
+            with pytest.raises(ValidationError) as invalid:
+                c.generate(image_url=image_url, duration=11)
+            assert invalid.value.field == "duration"
+            with pytest.raises(InsufficientCredits) as poor:
+                c.generate(image_url=image_url, **FAST)
+            assert (poor.value.required, poor.value.available) == (4, 3)
+            with pytest.raises(InsufficientCredits) as early:
+                c.ensure_credits(10)
+            assert (early.value.required, early.value.available) == (10, 3)
+            assert c.ensure_credits(3).credit_balance == 3
+
+
+@pytest.mark.parametrize("transport", ["rest", "graphql"])
+def test_list_iterates_pages_and_filters(server, make_key, image_url, transport):
+    with Client(base_url=server.url, api_key=make_key(), transport=transport) as client:
+        made = [client.generate(image_url=image_url, **FAST) for _ in range(3)]
+        client.cancel(made[1])
+        listed = list(client.list(limit=2))
+        assert [g.id for g in listed] == [g.id for g in reversed(made)]
+        assert [g.id for g in client.list(status="cancelled", limit=1)] == [made[1].id]
+
+
+def test_batch_keeps_within_concurrency_and_credits(server, make_key, image_url, image_path):
+    # free plan: one job at a time; credits for two 2-second gen-2 clips (4 each) and a bit.
+    key = make_key(plan="free", credits=9)
+    with Client(base_url=server.url, api_key=key) as client:
+        missing = image_path.parent / "missing.jpg"
+        result = client.batch([image_url, missing, image_path, image_url], wait=True, **FAST)
+    assert [g.status for g in result.submitted] == ["completed", "completed"]
+    assert [(s.image, s.reason.split(":")[0]) for s in result.skipped] == [
+        (missing, "unreadable image"),
+        (image_url, "insufficient credits"),
+    ]
+    first, second = result.submitted
+    # The second was submitted only after the first had finished.
+    assert second.created_at >= first.completed_at
+
+
+def test_async_client_generates_waits_and_downloads(server, make_key, image_path, tmp_path):
+    async def go() -> tuple[Generation, list[float]]:
+        seen: list[float] = []
+
+        async def on_progress(g: Generation) -> None:
+            seen.append(g.progress)
+
+        async with AsyncClient(base_url=server.url, api_key=make_key()) as client:
+            gen = await client.generate(image=image_path, **FAST)
+            done = await client.wait(gen, timeout=180, on_progress=on_progress)
+            await client.download(done, tmp_path / "a.mp4")
+            return done, seen
+
+    done, seen = asyncio.run(go())
+    assert done.status == "completed" and seen[-1] == 1.0
+    assert (tmp_path / "a.mp4").read_bytes()[4:8] == b"ftyp"
