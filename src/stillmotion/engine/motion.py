@@ -203,6 +203,8 @@ def read_prompt(prompt: str) -> PromptMoves:
         speed = 1.6
     static = found.get("static") == "static"
     handheld = "handheld" in found
+    if "orbit" in found:
+        found.pop("drone", None)  # "drone orbit" is an orbit, flown
     moves = tuple(v for k, v in found.items() if k != "static")
     return PromptMoves(moves=moves, speed=speed, handheld=handheld, static=static)
 
@@ -367,7 +369,7 @@ def view_matrix(
     c, si = math.cos(state.roll), math.sin(state.roll)
     # Positive roll: the camera turns clockwise, so content turns counter-clockwise on screen;
     # with y down, sampling the canvas through R(+roll) does that.
-    a = np.array([[s * c, s * si], [-s * si, s * c]])
+    a = np.array([[s * c, -s * si], [s * si, s * c]])
     centre_out = np.array([out_w / 2.0, out_h / 2.0])
     centre_src = np.array([state.cx * canvas_w, state.cy * canvas_h])
     # pixel centres: output (u + .5) ↦ canvas (x + .5)
@@ -385,7 +387,7 @@ def view_corners(state: CameraState, *, aspect: float) -> np.ndarray:
         # work in canvas pixels with height 1, width `aspect`, then back to fractions
         x = dx * half_w * aspect
         y = dy * half_h
-        rx, ry = c * x + s * y, -s * x + c * y
+        rx, ry = c * x - s * y, s * x + c * y
         pts.append((state.cx + rx / aspect, state.cy + ry))
     return np.array(pts)
 
@@ -434,7 +436,7 @@ def _subject_inside(
         for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1)):
             dx, dy = (x - st.cx) * aspect, y - st.cy
             # inverse rotation back into the view frame, then view fractions
-            vx, vy = c * dx - s * dy, s * dx + c * dy
+            vx, vy = c * dx + s * dy, -s * dx + c * dy
             u = vx * st.zoom / aspect + 0.5
             v = vy * st.zoom + 0.5
             if not (0.02 <= u <= 0.98 and 0.02 <= v <= 0.98):

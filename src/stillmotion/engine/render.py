@@ -37,6 +37,7 @@ _SHUTTER = 0.5  # of the frame interval (a 180° shutter)
 _BLUR_STEP_PX = 1.0  # one motion-blur sample per this many pixels of travel within the shutter
 _MAX_BLUR_SAMPLES = 5
 _QUEUE_DEPTH = 4
+_RENDER_SHARE = 0.97  # of the progress bar; the rest is the encoder's flush
 
 
 def output_size(version: str, aspect_ratio: str) -> tuple[int, int]:
@@ -234,6 +235,7 @@ def render(
         poster_tmp = poster_path.with_name(f".{poster_path.name}.{os.getpid()}.part")
     total = scene.frames
     q: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
+    fraction = 0.0
     stop = threading.Event()
 
     def produce() -> None:
@@ -269,12 +271,13 @@ def render(
                 if isinstance(item, BaseException):
                     raise EngineError(f"frame {i} failed: {item}") from item
                 encoder.write_i420(item)
+                fraction = _RENDER_SHARE * (i + 1) / total
                 if on_progress is not None:
-                    on_progress(0.97 * (i + 1) / total, "rendering")
+                    on_progress(fraction, "rendering")
             if should_cancel is not None and should_cancel():
                 raise RenderCancelled("render cancelled")
             if on_progress is not None:
-                on_progress(0.97, "encoding")
+                on_progress(fraction, "encoding")
         except BaseException:
             encoder.abort()
             raise
