@@ -158,7 +158,8 @@ class Proxy:
 
     def _record(self, method: str, path: str, status: int | None, headers: dict[str, str]):
         with self.lock:
-            self.seen.append(Seen(time.time(), method, path, status, headers))
+            lowered = {k.lower(): v for k, v in headers.items()}
+            self.seen.append(Seen(time.time(), method, path, status, lowered))
 
     @staticmethod
     def _reply(
@@ -320,11 +321,13 @@ def test_lost_create_response_is_retried_into_one_job_and_one_charge(
     # The server answered twice (the first answer was lost), the second time as a replay.
     answered = [s for s in creates if s.status is not None]
     assert [s.status for s in answered] == ([202, 202] if transport == "rest" else [200, 200])
-    assert answered[1].headers.get("idempotent-replayed") == "true"
     with Client(base_url=server.url, api_key=key) as direct:
         jobs = list(direct.list())
         assert [j.id for j in jobs] == [gen.id]
         assert direct.account().credit_balance == 1000 - gen.credit_cost == 1000 - 4
+        charges = [e for e in direct.ledger() if e.kind == "charge"]
+        assert [(e.generation_id, e.amount) for e in charges] == [(gen.id, -4)]
+    assert answered[1].headers.get("idempotent-replayed") == "true"
 
 
 def test_wait_returns_on_completion_and_download_streams_the_mp4(client, image_url, tmp_path):
