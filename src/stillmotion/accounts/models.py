@@ -16,7 +16,7 @@ class Account(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     plan: Mapped[str] = mapped_column(String(20), default="free")
     # The balance is the sum of the ledger; it is kept here too so a charge is one atomic,
-    # conditional UPDATE (`… WHERE credit_balance >= cost`), and checked against the ledger in tests.
+    # conditional UPDATE (`… WHERE credit_balance >= cost`). Tests check it against the ledger.
     credit_balance: Mapped[int] = mapped_column(Integer, default=0)
     low_credit_threshold: Mapped[int | None] = mapped_column(Integer, nullable=True)
     credits_low_notified: Mapped[bool] = mapped_column(Boolean, default=False)
