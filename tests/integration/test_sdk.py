@@ -28,6 +28,7 @@ from stillmotion.client import (
     Client,
     Generation,
     GenerationCancelled,
+    GenerationFailed,
 )
 
 FAST = {"duration": 2, "version": "gen-2"}
@@ -517,3 +518,17 @@ def test_async_client_generates_waits_and_downloads(server, make_key, image_path
     done, seen = asyncio.run(go())
     assert done.status == "completed" and seen[-1] == 1.0
     assert (tmp_path / "a.mp4").read_bytes()[4:8] == b"ftyp"
+
+
+def test_wait_raises_on_failure_with_the_code_and_the_refund(make_server, image_url):
+    """A server whose renders may take 0.2 s at most: a 10-second gen-3 clip fails TIMEOUT."""
+    srv = make_server("sqlite", env={"STILLMOTION_RENDER_TIMEOUT_SECONDS": "0.2"}).start()
+    key = srv.create_key("failing", credits=100)
+    with Client(base_url=srv.url, api_key=key) as client:
+        gen = client.generate(image_url=image_url, duration=10, version="gen-3")
+        with pytest.raises(GenerationFailed) as info:
+            client.wait(gen, timeout=120)
+        assert info.value.code == "TIMEOUT"
+        assert info.value.generation.id == gen.id and info.value.generation.status == "failed"
+        assert info.value.generation.error.code == "TIMEOUT"
+        assert client.account().credit_balance == 100

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -187,6 +188,8 @@ def status(
     if gen.error is not None:
         rows.append(("error", f"{gen.error.code}: {gen.error.message}"))
     for name, value in rows:
+        if isinstance(value, datetime):
+            value = value.strftime("%Y-%m-%d %H:%M:%S UTC")
         if value is not None:
             table.add_row(f"[bold]{name}[/]", str(value))
     _console.print(table)
