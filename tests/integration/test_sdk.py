@@ -434,16 +434,11 @@ def test_models_round_trip_every_field_of_graphql_responses(server, make_key, im
     assert Generation.from_dict(data["generation"]).to_dict() == data["generation"]
     assert Generation.from_dict(data["generation"]) == done
     assert type(account).from_dict(data["account"]).to_dict() == data["account"]
-    # Every field the schema's Generation type has is one the SDK asks for.
-    schema = _raw(
-        server,
-        key,
-        "POST",
-        "/graphql",
-        json={"query": '{ __type(name: "Generation") { fields { name } } }'},
-    )
-    fields = {f["name"] for f in schema["data"]["__type"]["fields"]}
-    assert fields == Generation.known_keys()
+    # Every field of the schema's Generation and Account types is one the SDK knows.
+    for model in (Generation, type(account)):
+        query = f'{{ __type(name: "{model.__name__}") {{ fields {{ name }} }} }}'
+        schema = _raw(server, key, "POST", "/graphql", json={"query": query})
+        assert {f["name"] for f in schema["data"]["__type"]["fields"]} == model.known_keys()
     assert done.prompt == "orbit left" and done.type == "VIDEO"
     assert animated.metadata.version == "gen-2"
 
