@@ -61,7 +61,14 @@ class _Base:
         poll_interval: float = 1.0,
         max_poll_interval: float = 10.0,
         local_images: Literal["upload", "data_uri"] = "upload",
+        http_client: Any = None,
     ) -> None:
+        """`base_url` and `api_key` default to `STILLMOTION_URL` / `STILLMOTION_API_KEY`;
+        `transport` picks REST (`/v1/…`) or GraphQL for generate/get/list/cancel/account;
+        `max_retries` and `max_retry_wait` (seconds slept in all) bound one call's retries;
+        `poll_interval` and `max_poll_interval` shape `wait`'s backoff; `local_images`
+        says whether local files are uploaded or sent inline as data URIs; `http_client`
+        is an httpx client of your own (proxies, certificates, transports)."""
         if transport not in ("rest", "graphql"):
             raise ValueError("transport must be 'rest' or 'graphql'")
         self.base_url = (base_url or os.environ.get("STILLMOTION_URL") or DEFAULT_URL).rstrip("/")
@@ -74,10 +81,16 @@ class _Base:
             poll_interval=poll_interval,
             max_poll_interval=max_poll_interval,
         )
-        self._timeout = timeout
         self._headers = {"User-Agent": USER_AGENT}
         if self.api_key:
             self._headers["Authorization"] = f"Bearer {self.api_key}"
+        self._http = http_client or self._new_http(timeout)
+        self._http.base_url = self.base_url
+        self._http.headers.update(self._headers)
+
+    @staticmethod
+    def _new_http(timeout: float) -> Any:
+        raise NotImplementedError
 
     def _request_args(self, call: Call) -> dict[str, Any]:
         headers = {}
@@ -152,12 +165,12 @@ class Client(_Base):
             client.download(gen, "clip.mp4")
     """
 
-    def __init__(self, *, http_client: httpx.Client | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._http = http_client or httpx.Client(timeout=self._timeout)
-        self._http.base_url = self.base_url
-        self._http.headers.update(self._headers)
-        self._sleep = time.sleep
+    _http: httpx.Client
+    _sleep = staticmethod(time.sleep)
+
+    @staticmethod
+    def _new_http(timeout: float) -> httpx.Client:
+        return httpx.Client(timeout=timeout)
 
     def __enter__(self) -> Client:
         return self
@@ -365,12 +378,12 @@ class Client(_Base):
 class AsyncClient(_Base):
     """The asyncio twin of `Client`: the same methods, awaited."""
 
-    def __init__(self, *, http_client: httpx.AsyncClient | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._http = http_client or httpx.AsyncClient(timeout=self._timeout)
-        self._http.base_url = self.base_url
-        self._http.headers.update(self._headers)
-        self._sleep = asyncio.sleep
+    _http: httpx.AsyncClient
+    _sleep = staticmethod(asyncio.sleep)
+
+    @staticmethod
+    def _new_http(timeout: float) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=timeout)
 
     async def __aenter__(self) -> AsyncClient:
         return self
