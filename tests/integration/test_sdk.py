@@ -527,3 +527,18 @@ def test_wait_raises_on_failure_with_the_code_and_the_refund(make_server, image_
         assert info.value.generation.id == gen.id and info.value.generation.status == "failed"
         assert info.value.generation.error.code == "TIMEOUT"
         assert client.account().credit_balance == 100
+
+
+@pytest.mark.parametrize("local_images", ["upload", "data_uri"])
+def test_local_images_are_uploaded_or_inlined(server, make_key, image_path, local_images):
+    with (
+        Proxy(server.url) as proxy,
+        Client(base_url=proxy.url, api_key=make_key(), local_images=local_images) as client,
+    ):
+        from_path = client.generate(image=image_path, **FAST)
+        from_bytes = client.generate(image=image_path.read_bytes(), **FAST)
+        uploads = [s for s in proxy.seen if s.path == "/v1/uploads"]
+        creates = [s for s in proxy.seen if s.path == "/v1/image_to_video"]
+    assert from_path.id != from_bytes.id and len(creates) == 2
+    assert len(uploads) == (2 if local_images == "upload" else 0)
+    assert all(s.status == 201 for s in uploads)
