@@ -506,7 +506,9 @@ class Ops:
         delay = self.poll_interval
         while True:
             response = yield Call(
-                "GET", "/v1/image_to_video", params={"status": "processing", "limit": slots}
+                "GET",
+                "/v1/image_to_video",
+                params={"status": "processing", "limit": min(slots, 100)},
             )
             pacer.update(response.headers, now=self.wall())
             if len(_first_list(_json(response).get("data"))) < slots:
