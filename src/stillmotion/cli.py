@@ -23,6 +23,8 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+credits_app = typer.Typer(help="Grant, adjust and inspect account credits.", no_args_is_help=True)
+app.add_typer(credits_app, name="credits")
 console = Console()
 err = Console(stderr=True)
 
@@ -237,6 +239,107 @@ def _register_tools() -> None:
     """The client commands (base install) and the engine's `animate` (server extra)."""
     try:
         from stillmotion.client.cli import account, generate, status
+def _credit_change(account: str, amount: int, kind: str, note: str | None) -> None:
+    from sqlalchemy import select
+
+    from stillmotion import errors
+    from stillmotion.accounts.models import Account
+    from stillmotion.credits import service as credits
+    from stillmotion.db import Database
+
+    settings = _settings()
+    _migrate(settings)
+    db = Database(settings.resolved_database_url)
+    try:
+        with db.session(write=True) as session:
+            acc = session.scalar(select(Account).where(Account.name == account))
+            if acc is None:
+                raise errors.NotFound(f"no account {account!r}")
+            entry = credits.grant(
+                session=session,
+                account_id=acc.id,
+                amount=amount,
+                kind=kind,
+                note=note,
+                settings=settings,
+            )
+            console.print(
+                f"{kind} {entry.amount:+d} for [bold]{account}[/bold]: "
+                f"balance {entry.balance_after}"
+            )
+    except errors.StillmotionError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    finally:
+        db.dispose()
+
+
+@credits_app.command("grant")
+def credits_grant(
+    account: Annotated[str, typer.Argument(help="Account name.")],
+    amount: Annotated[int, typer.Argument(help="Credits to add (> 0).")],
+    note: Annotated[str | None, typer.Option(help="Why, kept in the ledger.")] = None,
+    topup: Annotated[bool, typer.Option(help="Record it as a paid top-up.")] = False,
+) -> None:
+    """Add credits to an account (a ledger `grant`, or `topup` with --topup)."""
+    _credit_change(account, amount, "topup" if topup else "grant", note)
+
+
+@credits_app.command("adjust")
+def credits_adjust(
+    account: Annotated[str, typer.Argument(help="Account name.")],
+    amount: Annotated[int, typer.Argument(help="Signed change, e.g. -50.")],
+    note: Annotated[str, typer.Option(help="Why, kept in the ledger.")] = "operator adjustment",
+) -> None:
+    """Correct a balance up or down (never below zero)."""
+    _credit_change(account, amount, "adjustment", note)
+
+
+@credits_app.command("ledger")
+def credits_ledger(
+    account: Annotated[str, typer.Argument(help="Account name.")],
+    limit: Annotated[int, typer.Option(help="Newest entries to show.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show an account's ledger, newest first, and check that it sums to the balance."""
+    from sqlalchemy import select
+
+    from stillmotion.accounts.models import Account
+    from stillmotion.credits import service as credits
+    from stillmotion.db import Database
+
+    settings = _settings()
+    db = Database(settings.resolved_database_url)
+    try:
+        with db.session() as session:
+            acc = session.scalar(select(Account).where(Account.name == account))
+            if acc is None:
+                err.print(f"[red]error:[/red] no account {account!r}")
+                raise typer.Exit(1)
+            entries, _ = credits.ledger_page(session=session, account_id=acc.id, limit=limit)
+            total = credits.ledger_sum(session=session, account_id=acc.id)
+            balance = acc.credit_balance
+    finally:
+        db.dispose()
+    if as_json:
+        print(json.dumps({"balance": balance, "ledgerSum": total, "entries": entries}))
+        return
+    table = Table("id", "when", "kind", "amount", "balance", "generation", "note")
+    for e in entries:
+        table.add_row(
+            str(e["id"]),
+            e["createdAt"],
+            e["kind"],
+            f"{e['amount']:+d}",
+            str(e["balanceAfter"]),
+            e["generationId"] or "",
+            e["note"] or "",
+        )
+    console.print(table)
+    mark = "[green]matches[/green]" if total == balance else "[red]DOES NOT MATCH[/red]"
+    console.print(f"balance {balance}; ledger sum {total} {mark}")
+
+
     except ImportError:  # pragma: no cover - the client ships with the base install
         pass
     else:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from stillmotion import errors
+from stillmotion.accounts import limits
 from stillmotion.accounts import service as accounts
 from stillmotion.accounts.service import Principal
 from stillmotion.generations.service import Context
@@ -42,12 +43,25 @@ def authenticate(request: Request) -> Principal:
     return principal
 
 
-def require_admin(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def read_limited(
+    request: Request, principal: Annotated[Principal, Depends(authenticate)]
+) -> Principal:
+    """The caller, counted against the per-key read limit (429 `RATE_LIMITED` over it)."""
+    await limits.check_read(
+        limiter=request.app.state.limiter, scope=request.scope, principal=principal
+    )
+    return principal
+
+
+def require_admin(principal: Annotated[Principal, Depends(read_limited)]) -> Principal:
     if not principal.is_admin:
         raise errors.Forbidden()
     return principal
 
 
 ContextDep = Annotated[Context, Depends(get_context)]
-CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
+# Every authenticated route but the creates: counted as a read (accounts/limits.py).
+CurrentPrincipal = Annotated[Principal, Depends(read_limited)]
+# Create routes: authenticated only; the route counts the create after its idempotency check.
+CreatePrincipal = Annotated[Principal, Depends(authenticate)]
 AdminPrincipal = Annotated[Principal, Depends(require_admin)]

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import strawberry
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
-from graphql import GraphQLError
+from graphql import FieldNode, GraphQLError, OperationDefinitionNode, print_ast
+from graphql import parse as parse_graphql
 from starlette.concurrency import run_in_threadpool
 from strawberry.http.ides import get_graphql_ide_html
 from strawberry.tools import merge_types
@@ -22,8 +25,10 @@ from strawberry.types import ExecutionContext
 
 from stillmotion import errors
 from stillmotion.accounts import gql as accounts_gql
+from stillmotion.accounts import limits
 from stillmotion.deps import authenticate
 from stillmotion.generations import gql as generations_gql
+from stillmotion.generations import idempotency
 
 log = logging.getLogger("stillmotion.graphql")
 
@@ -97,24 +102,100 @@ async def graphql(request: Request) -> Response:
     if not isinstance(variables, dict):
         raise errors.BadRequest('"variables" must be a JSON object')
     principal = await run_in_threadpool(authenticate, request)
+    ctx = request.app.state.ctx
+    limiter = request.app.state.limiter
+    operation = classify(payload["query"], payload.get("operationName"))
+    plan = None
+    if operation.creates:
+        # Creates count in their resolvers, after the idempotency check; until then the
+        # response reports the create window as it stands.
+        plan = await run_in_threadpool(
+            limits.account_limits, db=ctx.db, account_id=principal.account_id
+        )
+        await limits.peek_create(
+            limiter=limiter, scope=request.scope, principal=principal, limits=plan
+        )
+    else:
+        await limits.check_read(limiter=limiter, scope=request.scope, principal=principal)
+
+    async def count_create() -> None:
+        await limits.check_create(
+            limiter=limiter, scope=request.scope, principal=principal, limits=plan
+        )
+
     context = {
-        "ctx": request.app.state.ctx,
+        "ctx": ctx,
         "principal": lambda: principal,
         "request": request,
         "notify_workers": request.app.state.notify_workers,
+        "count_create": count_create,
     }
-    result = await schema.execute(
-        payload["query"],
-        variable_values=variables,
-        context_value=context,
-        operation_name=payload.get("operationName"),
+
+    async def execute() -> Response:
+        result = await schema.execute(
+            payload["query"],
+            variable_values=variables,
+            context_value=context,
+            operation_name=payload.get("operationName"),
+        )
+        body: dict[str, Any] = {"data": result.data}
+        status, headers = 200, {}
+        if result.errors:
+            formatted = [format_error(e) for e in result.errors]
+            body["errors"] = [f for f, _, _ in formatted]
+            if result.data is None:
+                # The operation failed as a whole: its first error sets the status, as REST's
+                # would.
+                _, status, headers = formatted[0]
+        return _json(body, status, headers)
+
+    if operation.kind != "mutation":
+        return await execute()
+    canonical = json.dumps(
+        {
+            "query": operation.normalized,
+            "variables": variables,
+            "operationName": payload.get("operationName"),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
     )
-    body: dict[str, Any] = {"data": result.data}
-    status, headers = 200, {}
-    if result.errors:
-        formatted = [format_error(e) for e in result.errors]
-        body["errors"] = [f for f, _, _ in formatted]
-        if result.data is None:
-            # The operation failed as a whole: its first error sets the status, as REST's would.
-            _, status, headers = formatted[0]
-    return _json(body, status, headers)
+    return await idempotency.run(
+        request=request,
+        db=ctx.db,
+        account_id=principal.account_id,
+        transport="graphql",
+        canonical=canonical,
+        handler=execute,
+    )
+
+
+@dataclass(frozen=True)
+class Operation:
+    kind: str  # "query", "mutation", "subscription", or "" when the document does not parse
+    creates: bool  # a mutation with a `generate` or `animateImage` field
+    normalized: str  # the document printed canonically (the raw text when it does not parse)
+
+
+CREATE_FIELDS = frozenset({"generate", "animateImage"})
+
+
+@lru_cache(maxsize=512)
+def classify(query: str, operation_name: str | None) -> Operation:
+    """What the request will do, decided before it runs (limits and idempotency need it)."""
+    try:
+        document = parse_graphql(query)
+    except GraphQLError:
+        return Operation("", False, query)
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    chosen = [
+        o
+        for o in operations
+        if operation_name is None or (o.name and o.name.value == operation_name)
+    ]
+    if len(chosen) != 1:
+        return Operation("", False, print_ast(document))
+    op = chosen[0]
+    kind = op.operation.value
+    fields = {s.name.value for s in op.selection_set.selections if isinstance(s, FieldNode)}
+    return Operation(kind, kind == "mutation" and bool(fields & CREATE_FIELDS), print_ast(document))

@@ -5,6 +5,13 @@ caller's transaction. A charge is `UPDATE … SET credit_balance = credit_balanc
 id = … AND credit_balance >= cost`: the database, not Python, decides whether the money is
 there, so concurrent charges can never take the balance below zero (and the CHECK constraint
 would refuse it if they tried).
+
+Low credits: when a charge takes the balance below the account's threshold, one
+`account.credits_low` event goes into the webhook outbox in the same transaction, and
+`accounts.credits_low_notified` is set so the next charges stay quiet. A grant, top-up or
+adjustment that lifts the balance back to the threshold or above clears the flag, so the next
+crossing is reported again. (A refund does not clear it: charge-then-cancel around the
+threshold is one episode of low credit, not many.)
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ from sqlalchemy.orm import Session
 
 from stillmotion import errors
 from stillmotion.accounts.models import Account
-from stillmotion.config import Settings
+from stillmotion.config import Settings, get_settings
 from stillmotion.credits.models import KINDS, LedgerEntry
+from stillmotion.db import utcnow
 
 
 def price(*, settings: Settings, version: str, duration: int, motion_brush: bool = False) -> int:
@@ -27,6 +35,13 @@ def price(*, settings: Settings, version: str, duration: int, motion_brush: bool
     if motion_brush:
         cost = math.ceil(cost * settings.brush_multiplier)
     return cost
+
+
+def threshold_of(account_threshold: int | None, settings: Settings | None = None) -> int:
+    """The account's low-credit threshold, or the configured default."""
+    if account_threshold is not None:
+        return account_threshold
+    return (settings or get_settings()).low_credit_threshold
 
 
 def _apply(
@@ -38,22 +53,42 @@ def _apply(
     generation_id: str | None,
     note: str | None,
     require_funds: bool,
+    settings: Settings | None = None,
 ) -> LedgerEntry:
     assert kind in KINDS
     query = (
         update(Account)
         .where(Account.id == account_id)
         .values(credit_balance=Account.credit_balance + amount)
-        .returning(Account.credit_balance)
+        .returning(
+            Account.credit_balance,
+            Account.low_credit_threshold,
+            Account.credits_low_notified,
+            Account.webhook_url,
+        )
     )
     if amount < 0 and require_funds:
         query = query.where(Account.credit_balance >= -amount)
-    new_balance = session.execute(query).scalar_one_or_none()
-    if new_balance is None:
+    row = session.execute(query).first()
+    if row is None:
         available = session.scalar(select(Account.credit_balance).where(Account.id == account_id))
         if available is None:
             raise errors.NotFound("no such account")
         raise errors.InsufficientCredits(required=-amount, available=available)
+    new_balance = row.credit_balance
+    threshold = threshold_of(row.low_credit_threshold, settings)
+    if kind == "charge" and new_balance < threshold and not row.credits_low_notified:
+        _credits_low(
+            session=session,
+            account_id=account_id,
+            url=row.webhook_url,
+            balance=new_balance,
+            threshold=threshold,
+        )
+    elif kind != "refund" and row.credits_low_notified and new_balance >= threshold:
+        session.execute(
+            update(Account).where(Account.id == account_id).values(credits_low_notified=False)
+        )
     entry = LedgerEntry(
         account_id=account_id,
         kind=kind,
@@ -67,7 +102,40 @@ def _apply(
     return entry
 
 
-def charge(*, session: Session, account_id: str, amount: int, generation_id: str) -> LedgerEntry:
+def _credits_low(
+    *, session: Session, account_id: str, url: str | None, balance: int, threshold: int
+) -> None:
+    """Record one crossing below the threshold: the flag, and the event when there is a URL."""
+    session.execute(
+        update(Account).where(Account.id == account_id).values(credits_low_notified=True)
+    )
+    if not url:
+        return
+    from stillmotion.webhooks import outbox
+
+    outbox.enqueue(
+        session=session,
+        account_id=account_id,
+        url=url,
+        event="account.credits_low",
+        payload={
+            "event": "account.credits_low",
+            "accountId": account_id,
+            "creditBalance": balance,
+            "lowCreditThreshold": threshold,
+            "createdAt": utcnow().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        },
+    )
+
+
+def charge(
+    *,
+    session: Session,
+    account_id: str,
+    amount: int,
+    generation_id: str,
+    settings: Settings | None = None,
+) -> LedgerEntry:
     """Take `amount` for a generation, or raise `InsufficientCredits` and change nothing."""
     return _apply(
         session=session,
@@ -77,6 +145,7 @@ def charge(*, session: Session, account_id: str, amount: int, generation_id: str
         generation_id=generation_id,
         note=None,
         require_funds=True,
+        settings=settings,
     )
 
 
@@ -113,7 +182,13 @@ def refund(*, session: Session, generation_id: str, note: str) -> LedgerEntry | 
 
 
 def grant(
-    *, session: Session, account_id: str, amount: int, kind: str = "grant", note: str | None = None
+    *,
+    session: Session,
+    account_id: str,
+    amount: int,
+    kind: str = "grant",
+    note: str | None = None,
+    settings: Settings | None = None,
 ) -> LedgerEntry:
     """Add (or, for an adjustment, possibly remove) credits. A negative adjustment cannot take
     the balance below zero."""
@@ -129,6 +204,7 @@ def grant(
         generation_id=None,
         note=note,
         require_funds=True,
+        settings=settings,
     )
 
 
@@ -139,6 +215,31 @@ def ledger(
     if before is not None:
         query = query.where(LedgerEntry.id < before)
     return list(session.scalars(query.order_by(LedgerEntry.id.desc()).limit(limit)))
+
+
+def entry_view(entry: LedgerEntry) -> dict:
+    """One ledger entry as the API shows it."""
+    created = entry.created_at
+    return {
+        "id": entry.id,
+        "kind": entry.kind,
+        "amount": entry.amount,
+        "balanceAfter": entry.balance_after,
+        "generationId": entry.generation_id,
+        "note": entry.note,
+        "createdAt": created.strftime("%Y-%m-%dT%H:%M:%S.") + f"{created.microsecond // 1000:03d}Z",
+    }
+
+
+def ledger_page(
+    *, session: Session, account_id: str, limit: int = 50, before: int | None = None
+) -> tuple[list[dict], str | None]:
+    """Newest first; the cursor is the id to pass as `before` for the next page."""
+    if not 1 <= limit <= 500:
+        raise errors.ValidationFailed("limit must be 1 … 500", field="limit")
+    rows = ledger(session=session, account_id=account_id, limit=limit + 1, before=before)
+    cursor = str(rows[limit - 1].id) if len(rows) > limit else None
+    return [entry_view(e) for e in rows[:limit]], cursor
 
 
 def ledger_sum(*, session: Session, account_id: str) -> int:

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from stillmotion import errors
-from stillmotion.deps import ContextDep, CurrentPrincipal
-from stillmotion.generations import service
+from stillmotion.accounts import limits
+from stillmotion.deps import ContextDep, CreatePrincipal, CurrentPrincipal
+from stillmotion.generations import idempotency, service
 from stillmotion.generations.schemas import GenerateRequest, parse_request
 from stillmotion.generations.views import to_api
 
@@ -47,8 +48,37 @@ def _wrap(data: dict[str, Any]) -> dict[str, Any]:
         }
     },
 )
-async def create(request: Request, ctx: ContextDep, principal: CurrentPrincipal) -> Response:
+async def create(request: Request, ctx: ContextDep, principal: CreatePrincipal) -> Response:
     raw = await request.body()
+    limiter = request.app.state.limiter
+    plan = await run_in_threadpool(
+        limits.account_limits, db=ctx.db, account_id=principal.account_id
+    )
+
+    async def handle() -> Response:
+        # Counted before validation: a bad request is still a create request (limits.py).
+        await limits.check_create(
+            limiter=limiter, scope=request.scope, principal=principal, limits=plan
+        )
+        return await _create(request, ctx, principal, raw)
+
+    async def peek() -> None:
+        await limits.peek_create(
+            limiter=limiter, scope=request.scope, principal=principal, limits=plan
+        )
+
+    return await idempotency.run(
+        request=request,
+        db=ctx.db,
+        account_id=principal.account_id,
+        transport="rest",
+        canonical="POST /v1/image_to_video\n" + idempotency.canonical_json(raw),
+        handler=handle,
+        on_short_circuit=peek,
+    )
+
+
+async def _create(request: Request, ctx, principal, raw: bytes) -> Response:
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):

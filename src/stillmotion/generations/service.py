@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from stillmotion import errors, net
+from stillmotion.accounts import limits
 from stillmotion.accounts.service import Principal
 from stillmotion.config import Settings
 from stillmotion.credits import service as credits
@@ -79,8 +80,15 @@ async def submit(*, ctx: Context, principal: Principal, request: GenerateRequest
     )
     gen_id = new_id("gen")
     with ctx.db.session(write=True) as session:
+        # The daily cap locks the account row and counts today's jobs; the charge is a
+        # conditional UPDATE that may also record a low-credit crossing. One transaction.
+        limits.check_daily(session=session, account_id=principal.account_id)
         credits.charge(
-            session=session, account_id=principal.account_id, amount=cost, generation_id=gen_id
+            session=session,
+            account_id=principal.account_id,
+            amount=cost,
+            generation_id=gen_id,
+            settings=settings,
         )
         gen = Generation(
             id=gen_id,

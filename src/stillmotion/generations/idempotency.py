@@ -1,0 +1,208 @@
+"""`Idempotency-Key` (API.md §9, after Stripe and the IETF draft), for REST and GraphQL.
+
+The record is inserted *before* the request is handled, in its own transaction, and the unique
+(account_id, key) index decides between concurrent duplicates: exactly one request inserts
+and runs; the others find its record and answer 409 `IDEMPOTENCY_IN_PROGRESS` while it runs,
+the stored response (with `Idempotent-Replayed: true`) once it finished, or 422
+`IDEMPOTENCY_KEY_REUSED` when their request differs. The fingerprint is the transport plus the
+canonical request (REST: method, path and the JSON body with sorted keys; GraphQL: the
+normalised query, variables and operationName).
+
+What is stored: the first response's status, body (byte for byte) and its `Content-Type` and
+`Location` headers. Not stored, so the same key may be retried: 400 (validation, bad image),
+401, 413, 429 and 5xx — these never created anything. 402, 404 and 409 are outcomes of
+executing the request and are replayed like a 2xx. Records expire after 24 hours.
+
+A record left `in_progress` by a process that died mid-request is taken over after
+`LOCK_SECONDS`; a crash between the job's commit and the record's completion can therefore let
+a retry after that lock time create a second job (the known window of this design).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from stillmotion import errors
+from stillmotion.db import Database, utcnow
+from stillmotion.generations.models import IdempotencyRecord
+
+HEADER = "idempotency-key"
+TTL = timedelta(hours=24)
+LOCK_SECONDS = 120
+REPLAYED_HEADERS = ("content-type", "location")
+NOT_STORED = frozenset({400, 401, 413, 429})
+
+
+@dataclass(frozen=True)
+class Stored:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+    def response(self) -> Response:
+        return Response(
+            self.body,
+            status_code=self.status,
+            headers={**self.headers, "Idempotent-Replayed": "true"},
+        )
+
+
+def key_from(headers) -> str | None:
+    """The request's key, or None; a malformed one is a validation error."""
+    key = headers.get(HEADER)
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not all(0x20 < ord(c) < 0x7F for c in key):
+        raise errors.ValidationFailed(
+            "Idempotency-Key must be 1 … 255 printable ASCII characters", field="Idempotency-Key"
+        )
+    return key
+
+
+def canonical_json(raw: bytes) -> str:
+    """The JSON body with sorted keys and no spaces; the raw bytes when it is not JSON."""
+    try:
+        return json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return raw.decode("utf-8", "replace")
+
+
+def fingerprint(transport: str, canonical: str) -> str:
+    return hashlib.sha256(f"{transport}\n{canonical}".encode()).hexdigest()
+
+
+def storable(status: int) -> bool:
+    return status < 500 and status not in NOT_STORED
+
+
+def begin(*, db: Database, account_id: str, key: str, request_hash: str) -> int | Stored:
+    """Insert the in-progress record and return its id, or return the stored response, or
+    raise `IdempotencyInProgress` / `IdempotencyKeyReused`."""
+    for _ in range(5):
+        now = utcnow()
+        try:
+            with db.session(write=True) as session:
+                record = IdempotencyRecord(
+                    account_id=account_id,
+                    key=key,
+                    request_hash=request_hash,
+                    state="in_progress",
+                    created_at=now,
+                    expires_at=now + TTL,
+                )
+                session.add(record)
+                session.flush()
+                return record.id
+        except IntegrityError:
+            pass
+        with db.session(write=True) as session:
+            record = session.scalar(
+                select(IdempotencyRecord).where(
+                    IdempotencyRecord.account_id == account_id, IdempotencyRecord.key == key
+                )
+            )
+            if record is None:
+                continue  # released meanwhile: try to insert again
+            abandoned = record.state == "in_progress" and record.created_at < now - timedelta(
+                seconds=LOCK_SECONDS
+            )
+            if record.expires_at <= now or abandoned:
+                session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record.id))
+                continue
+            if record.request_hash != request_hash:
+                raise errors.IdempotencyKeyReused()
+            if record.state != "completed":
+                raise errors.IdempotencyInProgress()
+            return Stored(
+                status=record.response_status or 200,
+                body=(record.response_body or "").encode(),
+                headers=dict(record.response_headers or {}),
+            )
+    raise errors.IdempotencyInProgress()
+
+
+def complete(*, db: Database, record_id: int, response: Response) -> None:
+    """Store the response for replay, or release the key when it is not to be stored."""
+    with db.session(write=True) as session:
+        if not storable(response.status_code):
+            session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
+            return
+        headers = {k: response.headers[k] for k in REPLAYED_HEADERS if k in response.headers}
+        session.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.id == record_id)
+            .values(
+                state="completed",
+                response_status=response.status_code,
+                response_body=bytes(response.body).decode(),
+                response_headers=headers,
+            )
+        )
+
+
+def release(*, db: Database, record_id: int) -> None:
+    with db.session(write=True) as session:
+        session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
+
+
+def purge_expired(*, db: Database) -> int:
+    """Delete expired records; returns how many."""
+    with db.session(write=True) as session:
+        result = session.execute(
+            delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= utcnow())
+        )
+        return result.rowcount or 0
+
+
+async def run(
+    *,
+    request: Request,
+    db: Database,
+    account_id: str,
+    transport: str,
+    canonical: str,
+    handler: Callable[[], Awaitable[Response]],
+    on_short_circuit: Callable[[], Awaitable[None]] | None = None,
+) -> Response:
+    """Handle a create request under its `Idempotency-Key` (or plainly, without one).
+
+    `handler` makes the response (domain errors become error responses here, so they can be
+    stored); `on_short_circuit` runs when the handler does not (replay, 409, 422), e.g. to
+    report the rate-limit window without counting the request.
+    """
+    key = key_from(request.headers)
+    if key is None:
+        return await handler()
+    request_hash = fingerprint(transport, canonical)
+    try:
+        outcome = await run_in_threadpool(
+            begin, db=db, account_id=account_id, key=key, request_hash=request_hash
+        )
+    except errors.StillmotionError:
+        if on_short_circuit is not None:
+            await on_short_circuit()
+        raise
+    if isinstance(outcome, Stored):
+        if on_short_circuit is not None:
+            await on_short_circuit()
+        return outcome.response()
+    try:
+        try:
+            response = await handler()
+        except errors.StillmotionError as exc:
+            response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+    except BaseException:
+        await run_in_threadpool(release, db=db, record_id=outcome)
+        raise
+    await run_in_threadpool(complete, db=db, record_id=outcome, response=response)
+    return response
