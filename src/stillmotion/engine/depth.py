@@ -43,8 +43,9 @@ def estimate_layers(
     """Split `image` (uint8 RGB HxWx3) into depth, subject matte and background.
 
     `subject_box` is the subject's `(x, y, w, h)` in pixels of `image`, when the caller knows it
-    (faces, saliency framing); without it a box is taken from the saliency map. The same image,
-    box and `seed` always give the same layers.
+    (faces, saliency framing); without it a box is taken from the saliency map. A small, nearly
+    square box is taken for a face and grown to head and shoulders, so that a portrait's hair
+    and body move with the face. The same image, box and `seed` always give the same layers.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 RGB image HxWx3, got {image.dtype} {image.shape}")
@@ -53,8 +54,14 @@ def estimate_layers(
     saliency = _saliency(small)
     prior = _depth_prior(saliency)
 
-    box = _scale_box(subject_box, small, image) if subject_box else _box_from_saliency(saliency)
-    cut = _grabcut(small, box, seed) if box is not None else None
+    core = None
+    if subject_box:
+        scale = small.shape[1] / width
+        grown, core = _person(subject_box, width=width, height=height, scale=scale)
+        box = _clip_box(*(v * scale for v in grown), small.shape[1], small.shape[0])
+    else:
+        box = _box_from_saliency(saliency)
+    cut = _grabcut(small, box, seed, core=core) if box is not None else None
     if cut is None:
         depth = cv2.resize(prior, (width, height), interpolation=cv2.INTER_LINEAR)
         return Layers(
@@ -111,12 +118,26 @@ def _depth_prior(saliency: np.ndarray) -> np.ndarray:
     return (prior + 0.15 * boost).astype(np.float32)
 
 
-def _scale_box(
-    box: tuple[int, int, int, int], small: np.ndarray, image: np.ndarray
-) -> tuple[int, int, int, int] | None:
-    scale = small.shape[1] / image.shape[1]
-    x, y, w, h = (float(v) * scale for v in box)
-    return _clip_box(x, y, w, h, small.shape[1], small.shape[0])
+def _person(
+    box: tuple[int, int, int, int], *, width: int, height: int, scale: float
+) -> tuple[tuple[float, float, float, float], np.ndarray | None]:
+    """A face-sized box grown to the head and shoulders below it; other boxes as they are.
+
+    For a face, also the mask (at `scale`) of what is surely the person: the middle of the face
+    and a strip down from the chin, so GrabCut cannot drop the neck or split head from body.
+    """
+    x, y, w, h = (float(v) for v in box)
+    if w * h > 0.08 * width * height or not 0.6 < w / max(h, 1.0) < 1.6:
+        return (x, y, w, h), None
+    small_w, small_h = max(1, round(width * scale)), max(1, round(height * scale))
+    core = np.zeros((small_h, small_w), np.uint8)
+    cx, cy = (x + w / 2) * scale, (y + h / 2) * scale
+    axes = (max(1, round(0.3 * w * scale)), max(1, round(0.35 * h * scale)))
+    cv2.ellipse(core, (round(cx), round(cy)), axes, 0, 0, 360, 1, -1)
+    strip = round(0.2 * w * scale)
+    core[round(cy) : small_h, max(0, round(cx) - strip) : round(cx) + strip + 1] = 1
+    top = y - 0.6 * h
+    return (x - 1.7 * w, top, 4.4 * w, height - top), core  # shoulders run out of the frame
 
 
 def _clip_box(
@@ -146,16 +167,29 @@ def _box_from_saliency(saliency: np.ndarray) -> tuple[int, int, int, int] | None
     return _clip_box(cx - 2 * sx, cy - 2 * sy, 4 * sx, 4 * sy, width, height)
 
 
-def _grabcut(small: np.ndarray, box: tuple[int, int, int, int], seed: int) -> np.ndarray | None:
-    """The subject as a boolean mask at the size of `small`, or None when the cut is no subject."""
+def _grabcut(
+    small: np.ndarray,
+    box: tuple[int, int, int, int],
+    seed: int,
+    *,
+    core: np.ndarray | None = None,
+) -> np.ndarray | None:
+    """The subject as a boolean mask at the size of `small`, or None when the cut is no subject.
+
+    Outside `box` is background; inside it is probably subject, and surely so where `core` is 1.
+    """
     height, width = small.shape[:2]
-    mask = np.zeros((height, width), np.uint8)
+    x, y, w, h = box
+    mask = np.full((height, width), cv2.GC_BGD, np.uint8)
+    mask[y : y + h, x : x + w] = cv2.GC_PR_FGD
+    if core is not None:
+        mask[(core > 0) & (mask == cv2.GC_PR_FGD)] = cv2.GC_FGD
     bgd = np.zeros((1, 65), np.float64)
     fgd = np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(int(seed) % 2_147_483_647)
     bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
     try:
-        cv2.grabCut(bgr, mask, box, bgd, fgd, 4, cv2.GC_INIT_WITH_RECT)
+        cv2.grabCut(bgr, mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
     except cv2.error:  # a degenerate box or a flat image: no subject to cut
         return None
     cut = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
@@ -167,13 +201,27 @@ def _grabcut(small: np.ndarray, box: tuple[int, int, int, int], seed: int) -> np
     areas = stats[1:, cv2.CC_STAT_AREA]
     keep = np.flatnonzero(areas >= 0.15 * areas.max()) + 1
     cut = np.isin(labels, keep).astype(np.uint8)
-    size = max(5, round(0.03 * max(height, width))) | 1
+    # Bridge narrow gaps (a dark collar between head and shoulders): a torn subject, its parts
+    # moving apart, looks far worse than a sliver of background moving with it.
+    size = max(5, round(0.06 * max(height, width))) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-    cut = cv2.morphologyEx(cut, cv2.MORPH_CLOSE, kernel)
+    padded = cv2.copyMakeBorder(cut, size, size, size, size, cv2.BORDER_REPLICATE)
+    cut = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, kernel)[size:-size, size:-size]
+    cut = _fill_holes(cut)
     share = float(cut.mean())
     if not _MIN_SUBJECT <= share <= _MAX_SUBJECT:
         return None
     return cut.astype(bool)
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """`mask` with every background pocket that does not reach the border filled."""
+    count, labels = cv2.connectedComponents((mask == 0).astype(np.uint8), connectivity=4)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    pockets = np.setdiff1d(np.arange(1, count), border)
+    filled = mask.copy()
+    filled[np.isin(labels, pockets)] = 1
+    return filled
 
 
 def _matte(mid: np.ndarray, cut: np.ndarray) -> np.ndarray:
@@ -199,18 +247,39 @@ def _clean_plate(
     """`image` with the subject inpainted away; equal to `image` wherever the matte is 0."""
     height, width = mid.shape[:2]
     hole = cv2.resize(cut.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
-    grow = max(3, round(0.02 * max(height, width))) | 1
+    grow = max(3, round(0.025 * max(height, width))) | 1
     hole = cv2.dilate(hole, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow)))
     reach = cv2.resize(alpha, (width, height), interpolation=cv2.INTER_AREA)
     hole = np.maximum(hole, (reach > 0).astype(np.uint8))
-    filled = _push_pull(mid.astype(np.float32), 1.0 - hole.astype(np.float32))
-    # The filled plate replaces the photograph only inside the matte, reaching full weight
-    # halfway up the edge: outside it the background is the source, bit for bit.
+    filled = _inpaint(mid, hole)
+    # The filled plate replaces the photograph only inside the matte, reaching full weight a
+    # fifth of the way up the edge (so the subject's own edge leaves no ghost behind when it
+    # moves, yet the unmixed subject colours stay bounded); outside it the background is the
+    # source, bit for bit.
     full_h, full_w = image.shape[:2]
     filled = cv2.resize(filled, (full_w, full_h), interpolation=cv2.INTER_CUBIC)
-    weight = np.clip(alpha * 2.0, 0.0, 1.0)[..., None]
+    weight = np.clip(alpha * 5.0, 0.0, 1.0)[..., None]
     plate = image.astype(np.float32) + weight * (filled - image)
     return np.clip(np.rint(plate), 0, 255).astype(np.uint8)
+
+
+def _inpaint(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Fill `hole` (uint8, 1 = unknown) of `image`; float32, smooth inside the hole.
+
+    Telea's method carries the colours at the hole's edge inwards, which is what the slivers a
+    moving subject uncovers need; run small and blurred, its streaks melt into soft texture.
+    Push-pull fills whatever is left at the small size (a hole with no edge to carry).
+    """
+    height, width = hole.shape
+    scale = min(1.0, 256 / max(height, width))
+    size = (max(4, round(width * scale)), max(4, round(height * scale)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    small_hole = cv2.resize(hole.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
+    filled = cv2.inpaint(small, small_hole.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+    filled = cv2.GaussianBlur(filled.astype(np.float32), (0, 0), 1.5)
+    coarse = cv2.resize(filled, (width, height), interpolation=cv2.INTER_LINEAR)
+    known = (hole == 0)[..., None]
+    return np.where(known, image.astype(np.float32), coarse)
 
 
 def _push_pull(color: np.ndarray, known: np.ndarray) -> np.ndarray:

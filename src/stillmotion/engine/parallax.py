@@ -150,10 +150,11 @@ def _make_plan(layers: Layers, image: np.ndarray) -> _Plan:
     # The subject stands at its own depth; behind it the plate continues the depth around it.
     reference = float((depth * alpha).sum() / alpha.sum())
     background_depth = _push_pull(depth, (~inside).astype(np.float32))
-    # Unmix the subject's colours so that B + a (F - B) gives back the photograph exactly:
-    # F = B + (I - B) / a. Bounded because the plate equals the photograph where a < 1/2.
+    # Unmix the subject's colours so that B + a (F - B) gives back the photograph: F = B +
+    # (I - B) / a. The plate of `estimate_layers` equals the photograph where a is small, which
+    # keeps F within about ±5 x 255; the clip guards against other plates.
     plate = layers.background.astype(np.float32)
     safe = np.where(inside, alpha, 1.0)[..., None]
     foreground = plate + (image.astype(np.float32) - plate) / safe
-    foreground = np.rint(foreground).astype(np.int16)
+    foreground = np.clip(np.rint(foreground), -1536, 1791).astype(np.int16)
     return _Plan(background_depth=background_depth, reference=reference, foreground=foreground)
