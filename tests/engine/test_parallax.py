@@ -182,3 +182,12 @@ def test_composite_is_deterministic(photo: np.ndarray, layers: Layers) -> None:
     a = composite(layers, photo, *maps, shift=(7.5, 0.0), zoom=1.1, strength=0.7)
     b = composite(layers, photo, *maps, shift=(7.5, 0.0), zoom=1.1, strength=0.7)
     assert np.array_equal(a, b)
+
+
+def test_a_face_box_cuts_out_the_whole_person(photo: np.ndarray) -> None:
+    face = (88, 38, 37, 47)  # what a face detector finds in the 256 px astronaut
+    alpha = estimate_layers(photo, subject_box=face, seed=2).subject_alpha
+    assert alpha[55:70, 95:115].min() == 1.0  # the face
+    assert alpha[12:20, 100:120].mean() > 0.9  # the hair above it
+    assert alpha[170:200, 60:110].mean() > 0.95  # the suit below it
+    assert alpha[:40, 200:].max() == 0.0 and alpha[100:140, :15].max() == 0.0  # the wall, flag
