@@ -42,7 +42,9 @@ class Schema(strawberry.Schema):
     ) -> None:
         for error in errors_:
             original = error.original_error
-            if original is not None and not isinstance(original, errors.StillmotionError):
+            if original is not None and not isinstance(
+                original, errors.StillmotionError | GraphQLError
+            ):
                 log.error("GraphQL resolver failed", exc_info=original)
 
 
@@ -69,7 +71,8 @@ def format_error(error: GraphQLError) -> tuple[dict[str, Any], int, dict[str, st
     headers: dict[str, str] = {}
     if isinstance(original, errors.StillmotionError):
         body, status, headers = original.as_graphql_error(), original.status, original.headers
-    elif original is None:
+    elif original is None or isinstance(original, GraphQLError):
+        # Parse and validation errors; variable coercion wraps its GraphQLError in another.
         body = {"message": error.message, "extensions": {"code": "BAD_REQUEST"}}
         status = 400
     else:

@@ -1,0 +1,218 @@
+"""`Idempotency-Key` (API.md §9) against a real server, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.support.servers import StillmotionServer
+
+GENERATE = """
+mutation Generate($input: GenerateInput!) {
+  generate(input: $input) { id status creditCost }
+}
+"""
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def srv(request, tmp_path_factory):
+    """A server without workers: jobs stay queued, nothing renders while requests race."""
+    tmp = tmp_path_factory.mktemp(f"idem-{request.param}")
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp / 'stillmotion.db'}"
+    else:
+        url = request.getfixturevalue("pg_cluster").create_database("idem_" + uuid.uuid4().hex[:8])
+    server = StillmotionServer(database_url=url, data_dir=tmp, workers=0).start()
+    yield server
+    server.stop()
+
+
+def _body(image_server, **kw):
+    return {
+        "service": "runway-i2v",
+        "prompt": "",
+        "imageUrl": image_server.url("/astronaut-small.jpg"),
+        "version": "gen-2",
+        "duration": 2,
+        **kw,
+    }
+
+
+def _gql_input(image_server, **options):
+    return {
+        "type": "VIDEO",
+        "provider": "runway-i2v",
+        "input": {"imageUrl": image_server.url("/astronaut-small.jpg")},
+        "options": {"version": "gen-2", "duration": 2, **options},
+    }
+
+
+def _ledger(client) -> list[dict]:
+    r = client.get("/v1/account/ledger", params={"limit": 500})
+    assert r.status_code == 200, r.text
+    return r.json()["data"]["ledger"]
+
+
+def _jobs(client) -> list[dict]:
+    r = client.get("/v1/image_to_video", params={"limit": 100})
+    assert r.status_code == 200, r.text
+    return r.json()["data"]["imagevideos"]
+
+
+def test_hundred_concurrent_creates_with_one_key_make_one_job_and_one_charge(srv, image_server):
+    key = srv.create_key(f"idem-race-{uuid.uuid4().hex[:6]}", plan="pro", credits=1000)
+    body = _body(image_server)
+    idem = str(uuid.uuid4())
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    with srv.client(key, limits=limits) as client:
+
+        def post(_):
+            return client.post("/v1/image_to_video", json=body, headers={"Idempotency-Key": idem})
+
+        with ThreadPoolExecutor(100) as pool:
+            responses = list(pool.map(post, range(100)))
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) <= {202, 409}, statuses
+        ok = [r for r in responses if r.status_code == 202]
+        ids = {r.json()["data"]["imagevideo"]["id"] for r in ok}
+        assert len(ids) == 1, ids
+        first = [r for r in ok if r.headers.get("idempotent-replayed") != "true"]
+        assert len(first) == 1  # exactly one request ran; every other 2xx is a replay
+        for r in responses:
+            if r.status_code == 409:
+                assert r.json()["errors"][0]["extensions"]["code"] == "IDEMPOTENCY_IN_PROGRESS"
+        # After the race, the key answers with the replay, byte for byte.
+        again = post(0)
+        assert again.status_code == 202
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.content == first[0].content
+        jobs = _jobs(client)
+        assert [j["id"] for j in jobs] == list(ids)
+        charges = [e for e in _ledger(client) if e["kind"] == "charge"]
+        assert len(charges) == 1 and charges[0]["generationId"] in ids
+        account = client.get("/v1/account").json()["data"]["account"]
+        assert account["creditBalance"] == 1000 - jobs[0]["creditCost"]
+
+
+def test_replay_is_byte_for_byte_and_a_different_body_is_422(srv, image_server):
+    key = srv.create_key(f"idem-replay-{uuid.uuid4().hex[:6]}", plan="pro", credits=1000)
+    with srv.client(key) as client:
+        headers = {"Idempotency-Key": "order-1"}
+        first = client.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+        assert first.status_code == 202, first.text
+        assert "idempotent-replayed" not in first.headers
+        # The same request with its keys in another order is the same request.
+        reordered = dict(reversed(list(_body(image_server).items())))
+        replay = client.post("/v1/image_to_video", json=reordered, headers=headers)
+        assert replay.status_code == 202
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert replay.content == first.content
+        assert replay.headers["location"] == first.headers["location"]
+        assert replay.headers["content-type"] == first.headers["content-type"]
+        assert "x-ratelimit-limit" in replay.headers
+        other = client.post(
+            "/v1/image_to_video", json=_body(image_server, duration=3), headers=headers
+        )
+        assert other.status_code == 422, other.text
+        assert other.json()["errors"][0]["extensions"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+        # Keys are scoped to the account: another account's same key is its own request.
+        key2 = srv.create_key(f"idem-other-{uuid.uuid4().hex[:6]}", plan="pro", credits=100)
+        with srv.client(key2) as client2:
+            theirs = client2.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+            assert theirs.status_code == 202
+            assert "idempotent-replayed" not in theirs.headers
+            assert (
+                theirs.json()["data"]["imagevideo"]["id"]
+                != first.json()["data"]["imagevideo"]["id"]
+            )
+        assert len(_jobs(client)) == 1
+
+
+def test_validation_errors_are_not_stored(srv, image_server):
+    key = srv.create_key(f"idem-valid-{uuid.uuid4().hex[:6]}", plan="pro", credits=1000)
+    with srv.client(key) as client:
+        headers = {"Idempotency-Key": "fix-and-retry"}
+        bad = client.post(
+            "/v1/image_to_video", json=_body(image_server, duration=99), headers=headers
+        )
+        assert bad.status_code == 400
+        good = client.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+        assert good.status_code == 202, good.text
+        assert "idempotent-replayed" not in good.headers
+        too_long = client.post(
+            "/v1/image_to_video", json=_body(image_server), headers={"Idempotency-Key": "k" * 256}
+        )
+        assert too_long.status_code == 400
+        assert too_long.json()["errors"][0]["extensions"]["field"] == "Idempotency-Key"
+
+
+def test_insufficient_credits_is_stored_and_replayed(srv, image_server):
+    """A 402 is the outcome of running the request, so it is replayed (as Stripe does)."""
+    key = srv.create_key(f"idem-402-{uuid.uuid4().hex[:6]}", plan="pro", credits=1)
+    with srv.client(key) as client:
+        headers = {"Idempotency-Key": "poor"}
+        first = client.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+        assert first.status_code == 402
+        ext = first.json()["errors"][0]["extensions"]
+        assert ext == {"code": "INSUFFICIENT_CREDITS", "creditsRequired": 4, "creditsAvailable": 1}
+        again = client.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+        assert again.status_code == 402
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.content == first.content
+        assert _jobs(client) == []
+
+
+def test_graphql_mutations_replay_and_refuse_other_variables(srv, image_server):
+    key = srv.create_key(f"idem-gql-{uuid.uuid4().hex[:6]}", plan="pro", credits=1000)
+    with srv.client(key) as client:
+        headers = {"Idempotency-Key": "gql-1"}
+        payload = {"query": GENERATE, "variables": {"input": _gql_input(image_server)}}
+        first = client.post("/graphql", json=payload, headers=headers)
+        assert first.status_code == 200, first.text
+        gen_id = first.json()["data"]["generate"]["id"]
+        # Whitespace in the query does not make it another request.
+        spaced = {**payload, "query": "  " + GENERATE.replace("\n", "\n   ")}
+        replay = client.post("/graphql", json=spaced, headers=headers)
+        assert replay.status_code == 200
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert replay.content == first.content
+        other = client.post(
+            "/graphql",
+            json={"query": GENERATE, "variables": {"input": _gql_input(image_server, duration=3)}},
+            headers=headers,
+        )
+        assert other.status_code == 422
+        assert other.json()["errors"][0]["extensions"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+        # The same key on REST is a different request (the transport is part of it).
+        rest = client.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+        assert rest.status_code == 422
+        # A GraphQL validation error is not stored.
+        broken = client.post(
+            "/graphql",
+            json={"query": GENERATE, "variables": {"input": {"type": "VIDEO"}}},
+            headers={"Idempotency-Key": "gql-2"},
+        )
+        assert broken.status_code == 400
+        fixed = client.post("/graphql", json=payload, headers={"Idempotency-Key": "gql-2"})
+        assert fixed.status_code == 200 and "idempotent-replayed" not in fixed.headers
+        assert {j["id"] for j in _jobs(client)} == {gen_id, fixed.json()["data"]["generate"]["id"]}
+
+
+def test_rate_limited_requests_are_not_stored(srv, image_server):
+    key = srv.create_key(f"idem-429-{uuid.uuid4().hex[:6]}", plan="free", credits=1000)
+    with srv.client(key) as client:
+        for _ in range(10):
+            assert client.post("/v1/image_to_video", json=_body(image_server)).status_code == 202
+        headers = {"Idempotency-Key": "later"}
+        limited = client.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+        assert limited.status_code == 429
+        # Not stored: neither replayed nor "in progress", and another body is not "reused".
+        again = client.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+        assert again.status_code == 429 and "idempotent-replayed" not in again.headers
+        other = client.post(
+            "/v1/image_to_video", json=_body(image_server, duration=3), headers=headers
+        )
+        assert other.status_code == 429
