@@ -82,11 +82,15 @@ class AmbientField:
             raise ValueError(f"expected a uint8 RGB image HxWx3, got {image.dtype} {image.shape}")
         height, width = image.shape[:2]
         self.height, self.width = height, width
-        self._motion = Motion(height=height, width=width)
+        # Ambient motion is smooth: its fields live at most _FIELD_SIDE px long (a few MB, not
+        # hundreds) and each frame's offsets are upsampled, still in source pixels.
+        scale = min(1.0, _FIELD_SIDE / max(height, width))
+        field_h, field_w = max(2, round(height * scale)), max(2, round(width * scale))
+        self._motion = Motion(height=field_h, width=field_w)
         if intensity <= 0 or not kinds or frames <= 0:
             return
         rng = np.random.default_rng(seed)
-        areas = _Areas(image)
+        areas = _Areas(image, height=field_h, width=field_w)
         side = min(height, width)
         for kind in sorted(kinds):  # sorted: the rng is drawn in a fixed order
             weight = areas.weight(kind)
@@ -102,7 +106,14 @@ class AmbientField:
 
     def displacement(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Backward offsets `(dx, dy)` for frame `i`, float32 HxW."""
-        return self._motion.displacement(i)
+        dx, dy = self._motion.displacement(i)
+        if dx.shape == (self.height, self.width):
+            return dx, dy
+        size = (self.width, self.height)
+        return (
+            cv2.resize(dx, size, interpolation=cv2.INTER_LINEAR),
+            cv2.resize(dy, size, interpolation=cv2.INTER_LINEAR),
+        )
 
 
 # -- the shared toolkit ---------------------------------------------------------------------
@@ -183,15 +194,17 @@ def _smoothstep(low: float, high: float, value: np.ndarray) -> np.ndarray:
 # -- where each kind is ---------------------------------------------------------------------
 
 _LOOK_SIDE = 256  # areas are judged on a small copy; they are smooth by design
+_FIELD_SIDE = 960  # motion fields are held at most this long
 
 
 class _Areas:
     """Soft masks (0 … 1, exact 0 outside) of where each kind plausibly is in the image."""
 
-    def __init__(self, image: np.ndarray) -> None:
-        self.height, self.width = image.shape[:2]
-        scale = min(1.0, _LOOK_SIDE / max(self.height, self.width))
-        size = (max(8, round(self.width * scale)), max(8, round(self.height * scale)))
+    def __init__(self, image: np.ndarray, *, height: int, width: int) -> None:
+        self.height, self.width = height, width  # the size the masks are wanted at
+        image_h, image_w = image.shape[:2]
+        scale = min(1.0, _LOOK_SIDE / max(image_h, image_w))
+        size = (max(8, round(image_w * scale)), max(8, round(image_h * scale)))
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
         self.hue = hsv[..., 0] * (360.0 / 256.0)
