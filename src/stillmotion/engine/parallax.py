@@ -36,6 +36,7 @@ class _Plan:
     background_depth: np.ndarray  # HxW, the depth of the plate, filled in under the subject
     reference: float  # the depth that moves exactly with the camera
     foreground: np.ndarray | None  # HxWx3 int16, subject colours unmixed from the plate
+    image_id: int  # the image they were unmixed from
 
 
 _plans: weakref.WeakKeyDictionary[Layers, _Plan] = weakref.WeakKeyDictionary()
@@ -66,12 +67,15 @@ def composite(
     map_y = np.asarray(map_y, np.float32)
     plan = _plan_for(layers, image)
 
-    extra_x = extra_y = None
     if offsets is not None:
+        if offsets[0].shape != image.shape[:2] or offsets[1].shape != image.shape[:2]:
+            raise ValueError(
+                f"offsets are {offsets[0].shape} and {offsets[1].shape}; "
+                f"they must be the source's size {image.shape[:2]}"
+            )
         extra_x = _sample(offsets[0], map_x, map_y)
         extra_y = _sample(offsets[1], map_x, map_y)
-        map_x = map_x + extra_x
-        map_y = map_y + extra_y
+        map_x, map_y = map_x + extra_x, map_y + extra_y
 
     moving = strength > 0 and (shift[0] != 0 or shift[1] != 0 or zoom != 1)
     if not moving or plan.reference <= float(plan.background_depth.min()):
@@ -128,7 +132,7 @@ def _centre(grid: np.ndarray) -> float:
 def _plan_for(layers: Layers, image: np.ndarray) -> _Plan:
     with _plans_lock:
         plan = _plans.get(layers)
-    if plan is None:
+    if plan is None or plan.image_id != id(image):
         plan = _make_plan(layers, image)
         with _plans_lock:
             _plans[layers] = plan
@@ -146,7 +150,12 @@ def _make_plan(layers: Layers, image: np.ndarray) -> _Plan:
     inside = alpha > 0
     if not inside.any():
         # No subject: the nearest depth is the reference, everything else lags behind it.
-        return _Plan(background_depth=depth, reference=float(depth.max()), foreground=None)
+        return _Plan(
+            background_depth=depth,
+            reference=float(depth.max()),
+            foreground=None,
+            image_id=id(image),
+        )
     # The subject stands at its own depth; behind it the plate continues the depth around it.
     reference = float((depth * alpha).sum() / alpha.sum())
     background_depth = _push_pull(depth, (~inside).astype(np.float32))
@@ -157,4 +166,9 @@ def _make_plan(layers: Layers, image: np.ndarray) -> _Plan:
     safe = np.where(inside, alpha, 1.0)[..., None]
     foreground = plate + (image.astype(np.float32) - plate) / safe
     foreground = np.clip(np.rint(foreground), -1536, 1791).astype(np.int16)
-    return _Plan(background_depth=background_depth, reference=reference, foreground=foreground)
+    return _Plan(
+        background_depth=background_depth,
+        reference=reference,
+        foreground=foreground,
+        image_id=id(image),
+    )
