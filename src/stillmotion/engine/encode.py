@@ -33,21 +33,36 @@ _BT709 = 1
 _RANGE_TV = 1
 
 
-def rgb_to_i420(rgb: np.ndarray) -> np.ndarray:
-    """BT.709 limited-range I420 planes of an RGB uint8 image, stacked as PyAV expects.
+def rgb_to_ycbcr(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """BT.709 limited-range Y' (HxW) and Cb/Cr at half size ((H/2)x(W/2)x2), uint8.
 
-    Returns a (H * 3 / 2, W) uint8 array: the Y' plane, then Cb, then Cr (each W/2 x H/2).
+    `rgb` must have even sides. Chroma is the 2x2 box average (centre-sited).
     """
     height, width = rgb.shape[:2]
     ycc = cv2.transform(rgb, _MATRIX)  # uint8 in, rounded and saturated uint8 out
     chroma = cv2.resize(ycc[..., 1:], (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(ycc[..., 0]), chroma
+
+
+def pack_i420(y: np.ndarray, chroma: np.ndarray) -> np.ndarray:
+    """Stack a Y' plane and interleaved half-size Cb/Cr into the (H*3/2, W) I420 layout."""
+    height, width = y.shape
     out = np.empty((height * 3 // 2, width), np.uint8)
-    out[:height] = ycc[..., 0]
+    out[:height] = y
     quarter = (height // 2) * (width // 2)
     flat = out[height:].reshape(-1)
     flat[:quarter] = chroma[..., 0].reshape(-1)
     flat[quarter:] = chroma[..., 1].reshape(-1)
     return out
+
+
+def rgb_to_i420(rgb: np.ndarray) -> np.ndarray:
+    """BT.709 limited-range I420 planes of an RGB uint8 image, stacked as PyAV expects.
+
+    Returns a (H * 3 / 2, W) uint8 array: the Y' plane, then Cb, then Cr (each W/2 x H/2).
+    Chroma is centre-sited (the 2x2 average), which the stream's `chromaloc=1` says.
+    """
+    return pack_i420(*rgb_to_ycbcr(rgb))
 
 
 def ycbcr_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
@@ -104,7 +119,9 @@ class Encoder:
                 "crf": str(crf),
                 "preset": preset,
                 "threads": str(threads),
-                "x264-params": "colorprim=bt709:transfer=bt709:colormatrix=bt709:range=tv",
+                "x264-params": (
+                    "colorprim=bt709:transfer=bt709:colormatrix=bt709:range=tv:chromaloc=1"
+                ),
             }
             self._stream = stream
         except Exception:
