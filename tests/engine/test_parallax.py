@@ -92,6 +92,10 @@ def test_a_still_camera_gives_the_photograph_back(photo: np.ndarray, layers: Lay
     ys, xs = np.indices(photo.shape[:2], dtype=np.float32)
     frame = composite(layers, photo, xs, ys, shift=(0.0, 0.0), zoom=1.0, strength=1.0)
     assert np.array_equal(frame, photo)
+    # The layered path, taken as soon as the camera moves, starts from the same picture: no pop
+    # between the first frame and the second, or across a loop's seam.
+    nudged = composite(layers, photo, xs + 0.001, ys, shift=(0.001, 0.0), zoom=1.0, strength=1.0)
+    assert np.abs(nudged.astype(int) - photo).max() <= 1
 
 
 def test_near_layers_move_faster_than_far_ones(photo: np.ndarray, layers: Layers) -> None:

@@ -61,7 +61,7 @@ def composite(
     its scale relative to frame 0 (> 1 is closer); `strength` 0 … 1 scales the parallax.
     `offsets` are extra backward offsets (source HxW, as from a brush or ambient field): the
     frame samples the source at `s + offsets(s)`. With no camera move and no offsets the frame is
-    exactly `cv2.remap(image, map_x, map_y)`; uncovered areas show `layers.background`.
+    exactly the cubic `cv2.remap(image, map_x, map_y)`; uncovered areas show `layers.background`.
     """
     map_x = np.asarray(map_x, np.float32)
     map_y = np.asarray(map_y, np.float32)
