@@ -66,6 +66,7 @@ def composite(
     map_x = np.asarray(map_x, np.float32)
     map_y = np.asarray(map_y, np.float32)
     plan = _plan_for(layers, image)
+    centre_x, centre_y = _centre(map_x), _centre(map_y)  # where the camera looks
 
     if offsets is not None:
         if offsets[0].shape != image.shape[:2] or offsets[1].shape != image.shape[:2]:
@@ -87,7 +88,6 @@ def composite(
     lag = np.subtract(plan.reference, depth, out=depth)
     np.maximum(lag, 0.0, out=lag)
     lag *= -_GAIN * min(max(float(strength), 0.0), 1.0)
-    centre_x, centre_y = _centre(map_x), _centre(map_y)
     grow = np.exp(lag * -math.log(max(float(zoom), 1e-6))) - 1.0
     back_x = map_x + (map_x - centre_x) * grow + lag * float(shift[0])
     back_y = map_y + (map_y - centre_y) * grow + lag * float(shift[1])
