@@ -189,31 +189,36 @@ class BrushField:
         clock = Clock(frames=frames, loop=loop)
         side = min(height, width)
         scale = max(float(intensity), 0.0)
-        flow_x = np.zeros((height, width), np.float32)
-        flow_y = np.zeros((height, width), np.float32)
-        sway = [np.zeros((height, width), np.float32) for _ in range(4)]
-        swaying = False
+        # Overlapping regions add their motions. Fields are made only for motions in use.
+        flow: list[np.ndarray] = []
+        sway: list[np.ndarray] = []
         for index, region in enumerate(regions):
-            weight = _feather(region.coverage(height=height, width=width), side)
-            if not weight.any() or scale == 0:
+            if scale == 0 or not (
+                region.horizontal or region.vertical or region.proximity or region.ambient
+            ):
                 continue
-            # Constant flow, forward: content moves right for +horizontal, up for +vertical.
-            speed = _TRAVEL * side * scale
-            flow_x += weight * (region.horizontal * speed)
-            flow_y += weight * (-region.vertical * speed)
+            weight = _feather(region.coverage(height=height, width=width), side)
+            if not weight.any():
+                continue
+            if region.horizontal or region.vertical:
+                # Constant flow, forward: content moves right for +horizontal, up for +vertical.
+                speed = _TRAVEL * side * scale
+                flow = flow or [np.zeros((height, width), np.float32) for _ in range(2)]
+                flow[0] += weight * (region.horizontal * speed)
+                flow[1] += weight * (-region.vertical * speed)
             if region.proximity:
                 self._add_growth(weight, region.proximity * _GROWTH * scale, clock)
             if region.ambient:
                 rng = np.random.default_rng([index, 1 if region.ambient > 0 else 0])
                 amplitude = abs(region.ambient) * _SWAY * side * scale
+                sway = sway or [np.zeros((height, width), np.float32) for _ in range(4)]
                 for field in sway:
                     noise = smooth_noise(rng, height=height, width=width, cells=8)
                     field += weight * noise * amplitude
-                swaying = True
-        if flow_x.any() or flow_y.any():
+        if flow:
             # The backward offset of a constant forward flow v after t frames is -v t.
-            self._motion.add(lambda i: -clock.travel(i), flow_x, flow_y)
-        if swaying:
+            self._motion.add(lambda i: -clock.travel(i), flow[0], flow[1])
+        if sway:
             self._motion.add(lambda i: math.sin(clock.phase(i, period=_SWAY_PERIOD)), *sway[:2])
             self._motion.add(
                 lambda i: math.cos(clock.phase(i, period=_SWAY_PERIOD)) - 1.0, *sway[2:]
