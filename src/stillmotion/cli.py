@@ -235,10 +235,6 @@ def keys_revoke(
         db.dispose()
 
 
-def _register_tools() -> None:
-    """The client commands (base install) and the engine's `animate` (server extra)."""
-    try:
-        from stillmotion.client.cli import account, generate, status
 def _credit_change(account: str, amount: int, kind: str, note: str | None) -> None:
     from sqlalchemy import select
 
@@ -285,7 +281,7 @@ def credits_grant(
     _credit_change(account, amount, "topup" if topup else "grant", note)
 
 
-@credits_app.command("adjust")
+@credits_app.command("adjust", context_settings={"ignore_unknown_options": True})
 def credits_adjust(
     account: Annotated[str, typer.Argument(help="Account name.")],
     amount: Annotated[int, typer.Argument(help="Signed change, e.g. -50.")],
@@ -344,6 +340,10 @@ def credits_ledger(
         pass
     else:
         app.command("generate")(generate)
+def _register_tools() -> None:
+    """The client commands (base install) and the engine's `animate` (server extra)."""
+    try:
+        from stillmotion.client.cli import account, generate, status
         app.command("status")(status)
         app.command("account")(account)
     try:
