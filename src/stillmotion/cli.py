@@ -336,14 +336,14 @@ def credits_ledger(
     console.print(f"balance {balance}; ledger sum {total} {mark}")
 
 
-    except ImportError:  # pragma: no cover - the client ships with the base install
-        pass
-    else:
-        app.command("generate")(generate)
 def _register_tools() -> None:
     """The client commands (base install) and the engine's `animate` (server extra)."""
     try:
         from stillmotion.client.cli import account, generate, status
+    except ImportError:  # pragma: no cover - the client ships with the base install
+        pass
+    else:
+        app.command("generate")(generate)
         app.command("status")(status)
         app.command("account")(account)
     try:
