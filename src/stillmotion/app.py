@@ -91,6 +91,9 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     )
     app.state.ctx = ctx
     app.state.notify_workers = lambda: None
+    from stillmotion.accounts.limits import RateLimiter, RateLimitHeaders
+
+    app.state.limiter = RateLimiter.from_settings(settings)
 
     @app.exception_handler(errors.StillmotionError)
     async def _domain_error(request: Request, exc: errors.StillmotionError):
@@ -98,9 +101,6 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
-    from stillmotion.accounts.limits import RateLimiter, RateLimitHeaders
-
-    app.state.limiter = RateLimiter.from_settings(settings)
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
         field = ".".join(loc) or None
@@ -162,5 +162,5 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     app.add_middleware(
         BodyLimit, default=settings.max_body_bytes, uploads=settings.max_image_bytes + 1024 * 1024
     )
-    return app
     app.add_middleware(RateLimitHeaders)
+    return app
