@@ -8,8 +8,8 @@ are the base64-decoded part after `whsec_`):
   `webhook-signature: v1,BASE64` with HMAC-SHA256(key, f"{id}.{timestamp}.{body}"). During a
   secret rotation there is one space-separated `v1,…` entry per valid secret.
 
-Only the second carries a timestamp, so only it can reject replays: `verify` checks it when the
-headers are there and falls back to the seed's header otherwise.
+Only the second carries a timestamp, so only it can reject replays: `verify` requires it, and
+checks the seed's header too when present.
 
 A receiver, with the standard library only::
 
@@ -118,13 +118,15 @@ def verify(
     *,
     tolerance: int = 300,
     now: float | None = None,
+    require_timestamp: bool = True,
 ) -> dict[str, Any]:
     """Check a webhook and return its parsed JSON payload.
 
-    `headers` is any mapping (case-insensitive lookups are done here); `secret` one secret or
-    several (while you rotate). With Standard Webhooks headers present, the signature over
-    `id.timestamp.body` must match and the timestamp must be within `tolerance` seconds of now,
-    which rejects replays; without them, the seed's `X-Doitong-Signature` must match.
+    `headers` is any mapping (looked up case-insensitively); `secret` one secret or several
+    (while you rotate). The Standard Webhooks signature over `id.timestamp.body` must match and
+    its timestamp be within `tolerance` seconds of now, which rejects replays; when the seed's
+    `X-Doitong-Signature` is present it must match too. `require_timestamp=False` accepts a
+    request that carries only the seed's header (it cannot detect replays).
     Raises `WebhookVerificationError` saying what failed.
     """
     body = _bytes(payload)
@@ -135,29 +137,38 @@ def verify(
     msg_id = lowered.get("webhook-id")
     stamp = lowered.get("webhook-timestamp")
     signature = lowered.get("webhook-signature")
-    if msg_id and stamp and signature:
-        try:
-            timestamp = int(stamp)
-        except ValueError:
-            raise WebhookVerificationError("webhook-timestamp is not an integer") from None
-        current = time.time() if now is None else now
-        if timestamp < current - tolerance:
-            raise WebhookVerificationError("the timestamp is too old (a replay?)")
-        if timestamp > current + tolerance:
-            raise WebhookVerificationError("the timestamp is too far in the future")
-        offered = [part for part in signature.split(" ") if part.startswith("v1,")]
-        for key in keys:
-            expected = sign(secret=key, msg_id=msg_id, timestamp=timestamp, body=body)
-            if any(hmac.compare_digest(expected, o) for o in offered):
-                return _parse(body)
-        raise WebhookVerificationError("no webhook-signature entry matches")
     seed = lowered.get("x-doitong-signature")
-    if not seed:
+    if msg_id and stamp and signature:
+        _check_standard(body, msg_id, stamp, signature, keys, tolerance, now)
+    elif require_timestamp:
+        raise WebhookVerificationError(
+            "missing webhook-id, webhook-timestamp or webhook-signature header"
+        )
+    elif not seed:
         raise WebhookVerificationError("no signature headers")
+    if seed is not None and not any(
+        hmac.compare_digest(doitong_signature(secret=key, body=body), seed) for key in keys
+    ):
+        raise WebhookVerificationError("X-Doitong-Signature does not match")
+    return _parse(body)
+
+
+def _check_standard(body, msg_id, stamp, signature, keys, tolerance, now) -> None:
+    try:
+        timestamp = int(stamp)
+    except ValueError:
+        raise WebhookVerificationError("webhook-timestamp is not an integer") from None
+    current = time.time() if now is None else now
+    if timestamp < current - tolerance:
+        raise WebhookVerificationError("the timestamp is too old (a replay?)")
+    if timestamp > current + tolerance:
+        raise WebhookVerificationError("the timestamp is too far in the future")
+    offered = [part for part in signature.split(" ") if part.startswith("v1,")]
     for key in keys:
-        if hmac.compare_digest(doitong_signature(secret=key, body=body), seed):
-            return _parse(body)
-    raise WebhookVerificationError("X-Doitong-Signature does not match")
+        expected = sign(secret=key, msg_id=msg_id, timestamp=timestamp, body=body)
+        if any(hmac.compare_digest(expected, o) for o in offered):
+            return
+    raise WebhookVerificationError("no webhook-signature entry matches")
 
 
 def _parse(body: bytes) -> dict[str, Any]:
