@@ -1,0 +1,307 @@
+"""Plans and rate limits (API.md §8) against real servers: per-minute and daily creates, reads,
+the headers, concurrency as throttling, and one shared count across processes through Redis."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from tests.support.redis import RedisServer
+from tests.support.servers import StillmotionServer
+
+READ_LIMIT = 30
+GENERATE = """
+mutation Generate($input: GenerateInput!) {
+  generate(input: $input) { id }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("limits")
+    server = StillmotionServer(
+        database_url=f"sqlite:///{tmp / 'stillmotion.db'}",
+        data_dir=tmp,
+        workers=0,
+        env={"STILLMOTION_READ_LIMIT_PER_MINUTE": str(READ_LIMIT)},
+    ).start()
+    yield server
+    server.stop()
+
+
+def _body(image_server, **kw):
+    return {
+        "service": "runway-i2v",
+        "prompt": "",
+        "imageUrl": image_server.url("/astronaut-small.jpg"),
+        "version": "gen-2",
+        "duration": 2,
+        **kw,
+    }
+
+
+def _error_code(response) -> str:
+    return response.json()["errors"][0]["extensions"]["code"]
+
+
+def _assert_headers(response, policy: str, limit: int) -> None:
+    h = response.headers
+    assert h["x-ratelimit-limit"] == str(limit)
+    remaining = int(h["x-ratelimit-remaining"])
+    assert 0 <= remaining <= limit
+    reset = int(h["x-ratelimit-reset"])
+    assert time.time() - 2 <= reset <= time.time() + 61
+    assert h["ratelimit-policy"] == f'"{policy}";q={limit};w=60'
+    assert h["ratelimit"].startswith(f'"{policy}";r={remaining};t=')
+
+
+def test_free_plan_eleventh_create_in_a_minute_is_429_while_polling_keeps_working(
+    srv, image_server
+):
+    key = srv.create_key(f"free-{uuid.uuid4().hex[:6]}", plan="free", credits=1000)
+    with srv.client(key) as client:
+        first_sent = time.time()
+        r = client.post("/v1/image_to_video", json=_body(image_server))
+        first_done = time.time()
+        assert r.status_code == 202, r.text
+        _assert_headers(r, "create", 10)
+        assert r.headers["x-ratelimit-remaining"] == "9"
+        gen_id = r.json()["data"]["imagevideo"]["id"]
+        remaining = [
+            client.post("/v1/image_to_video", json=_body(image_server)).headers[
+                "x-ratelimit-remaining"
+            ]
+            for _ in range(4)
+        ]
+        assert remaining == ["8", "7", "6", "5"]
+        # The seed's client polls every 2 s: reads have their own, higher limit.
+        for _ in range(4):
+            time.sleep(2)
+            poll = client.get(f"/v1/image_to_video/{gen_id}")
+            assert poll.status_code == 200
+            _assert_headers(poll, "read", READ_LIMIT)
+        for _ in range(5):
+            assert client.post("/v1/image_to_video", json=_body(image_server)).status_code == 202
+        sent = time.time()
+        refused = client.post("/v1/image_to_video", json=_body(image_server))
+        done = time.time()
+        assert refused.status_code == 429, refused.text
+        assert _error_code(refused) == "RATE_LIMITED"
+        retry_after = int(refused.headers["retry-after"])
+        assert refused.json()["errors"][0]["extensions"]["retryAfter"] == retry_after
+        # A slot frees when the first create leaves the 60 s window, ~8 s ago: not "60".
+        assert math.floor(60 - (done - first_sent)) <= retry_after
+        assert retry_after <= math.ceil(60 - (sent - first_done)) + 1
+        assert retry_after <= 55
+        _assert_headers(refused, "create", 10)
+        assert refused.headers["x-ratelimit-remaining"] == "0"
+        assert abs(int(refused.headers["x-ratelimit-reset"]) - (done + retry_after)) <= 2
+        # GraphQL creates count in the same window.
+        gql = client.post(
+            "/graphql",
+            json={
+                "query": GENERATE,
+                "variables": {
+                    "input": {
+                        "type": "VIDEO",
+                        "provider": "runway-i2v",
+                        "input": {"imageUrl": image_server.url("/astronaut-small.jpg")},
+                    }
+                },
+            },
+        )
+        assert gql.status_code == 429 and _error_code(gql) == "RATE_LIMITED"
+        assert int(gql.headers["retry-after"]) <= retry_after
+        # Polling still works, and the refused creates made nothing.
+        poll = client.get(f"/v1/image_to_video/{gen_id}")
+        assert poll.status_code == 200
+        account = client.get("/v1/account").json()["data"]["account"]
+        assert account["usage"]["generationsToday"] == 10
+        assert account["creditBalance"] == 1000 - 10 * 4
+
+
+def test_rejected_bad_requests_count_against_the_create_window(srv, image_server):
+    key = srv.create_key(f"bad-{uuid.uuid4().hex[:6]}", plan="free", credits=1000)
+    with srv.client(key) as client:
+        for _ in range(10):
+            bad = client.post("/v1/image_to_video", json=_body(image_server, duration=99))
+            assert bad.status_code == 400
+            _assert_headers(bad, "create", 10)
+        good = client.post("/v1/image_to_video", json=_body(image_server))
+        assert good.status_code == 429 and _error_code(good) == "RATE_LIMITED"
+
+
+def _insert_generations(srv, account_name: str, count: int, created_at: datetime) -> None:
+    from stillmotion.accounts.models import Account
+    from stillmotion.db import Database, new_id
+    from stillmotion.generations.models import Generation
+
+    db = Database(srv.database_url)
+    try:
+        with db.session(write=True) as session:
+            account_id = session.scalar(select(Account.id).where(Account.name == account_name))
+            for i in range(count):
+                session.add(
+                    Generation(
+                        id=new_id("gen"),
+                        account_id=account_id,
+                        status="completed",
+                        stage="done",
+                        service="runway-i2v",
+                        provider="local",
+                        version="gen-2",
+                        aspect_ratio="16:9",
+                        duration=2,
+                        motion_intensity="medium",
+                        prompt="",
+                        seed=i,
+                        credit_cost=4,
+                        source_key="sources/none",
+                        width=1280,
+                        height=720,
+                        created_at=created_at,
+                    )
+                )
+    finally:
+        db.dispose()
+
+
+def test_the_101st_create_in_a_utc_day_is_refused(srv, image_server):
+    name = f"daily-{uuid.uuid4().hex[:6]}"
+    key = srv.create_key(name, plan="free", credits=1000)
+    now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    # Yesterday's jobs do not count; 99 of today's do. (Made in the database: a free key
+    # may only create 10 a minute over the API.)
+    _insert_generations(srv, name, 100, midnight - timedelta(seconds=1))
+    _insert_generations(srv, name, 99, midnight + (now - midnight) / 2)
+    with srv.client(key) as client:
+        assert client.post("/v1/image_to_video", json=_body(image_server)).status_code == 202
+        refused = client.post("/v1/image_to_video", json=_body(image_server))
+        assert refused.status_code == 429, refused.text
+        assert _error_code(refused) == "DAILY_LIMIT_EXCEEDED"
+        to_midnight = (midnight + timedelta(days=1) - datetime.now(UTC)).total_seconds()
+        retry_after = int(refused.headers["retry-after"])
+        assert abs(retry_after - to_midnight) <= 5
+        assert refused.json()["errors"][0]["extensions"]["retryAfter"] == retry_after
+        account = client.get("/v1/account").json()["data"]["account"]
+        assert account["usage"]["generationsToday"] == 100
+        assert account["limits"]["generationsPerDay"] == 100
+        # Refused before the charge: only the 100th was paid for.
+        assert account["creditBalance"] == 1000 - 4
+
+
+def test_reads_have_their_own_per_key_limit(srv, image_server):
+    key = srv.create_key(f"reads-{uuid.uuid4().hex[:6]}", plan="pro", credits=1000)
+    with srv.client(key) as client:
+        statuses = []
+        for _ in range(READ_LIMIT + 3):
+            r = client.get("/v1/account")
+            statuses.append(r.status_code)
+            if r.status_code == 429:
+                break
+        # The sliding window may let one more through at a window boundary.
+        assert statuses[:READ_LIMIT] == [200] * READ_LIMIT
+        assert statuses[-1] == 429
+        assert _error_code(r) == "RATE_LIMITED"
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        _assert_headers(r, "read", READ_LIMIT)
+        # GraphQL reads share the window; creates have their own and still work.
+        gql = client.post("/graphql", json={"query": "{ account { creditBalance } }"})
+        assert gql.status_code == 429
+        create = client.post("/v1/image_to_video", json=_body(image_server))
+        assert create.status_code == 202
+        _assert_headers(create, "create", 60)
+    # Unauthenticated requests are not counted and get no limit headers.
+    anon = httpx.get(srv.url + "/v1/account")
+    assert anon.status_code == 401 and "x-ratelimit-limit" not in anon.headers
+
+
+def test_graphql_responses_carry_the_headers(srv):
+    key = srv.create_key(f"gqlh-{uuid.uuid4().hex[:6]}", plan="starter", credits=10)
+    with srv.client(key) as client:
+        r = client.post("/graphql", json={"query": "{ account { plan limits usage } }"})
+        assert r.status_code == 200, r.text
+        _assert_headers(r, "read", READ_LIMIT)
+        account = r.json()["data"]["account"]
+        assert account["plan"] == "starter"
+        assert account["limits"]["requestsPerMinute"] == 30
+        assert account["limits"]["concurrentJobs"] == 3
+        assert account["limits"]["generationsPerDay"] == 1000
+        assert account["limits"]["readsPerMinute"] == READ_LIMIT
+
+
+def test_over_the_concurrency_limit_jobs_wait_throttled_and_run_in_order(
+    backend_server, image_server
+):
+    """Free plan: one job at a time. The server has two workers, so the wait is the plan's."""
+    key = backend_server.create_key(f"conc-{uuid.uuid4().hex[:6]}", plan="free", credits=1000)
+    with backend_server.client(key) as client:
+        ids = [
+            client.post("/v1/image_to_video", json=_body(image_server, seed=i)).json()["data"][
+                "imagevideo"
+            ]["id"]
+            for i in range(3)
+        ]
+        seen_throttled: set[str] = set()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            gens = [client.get(f"/v1/image_to_video/{i}").json()["data"]["imagevideo"] for i in ids]
+            running = [g for g in gens if g["stage"] in ("rendering", "encoding", "storing")]
+            assert len(running) <= 1, gens
+            for g in gens:
+                assert g["status"] in ("processing", "completed"), g
+                if g["stage"] == "throttled":
+                    assert g["status"] == "processing"
+                    seen_throttled.add(g["id"])
+            if all(g["status"] == "completed" for g in gens):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"jobs did not finish: {gens}")
+        assert set(ids[1:]) <= seen_throttled
+        # One at a time, in submission order: each starts after the previous completed.
+        for before, after in itertools.pairwise(gens):
+            assert before["startedAt"] < after["startedAt"]
+            assert before["completedAt"] <= after["startedAt"]
+
+
+def test_two_api_processes_sharing_redis_enforce_one_count(tmp_path, image_server):
+    redis = RedisServer().start()
+    servers: list[StillmotionServer] = []
+    try:
+        db_url = f"sqlite:///{tmp_path / 'shared.db'}"
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            servers.append(
+                StillmotionServer(
+                    database_url=db_url,
+                    data_dir=tmp_path / name,
+                    workers=0,
+                    env={"STILLMOTION_REDIS_URL": redis.url},
+                ).start()
+            )
+        a, b = servers
+        key = a.create_key("shared", plan="free", credits=1000)
+        with a.client(key) as ca, b.client(key) as cb:
+            for i in range(10):
+                r = (ca if i % 2 else cb).post("/v1/image_to_video", json=_body(image_server))
+                assert r.status_code == 202, r.text
+                assert r.headers["x-ratelimit-remaining"] == str(9 - i)
+            for client in (ca, cb):
+                refused = client.post("/v1/image_to_video", json=_body(image_server))
+                assert refused.status_code == 429
+                assert _error_code(refused) == "RATE_LIMITED"
+        assert int(redis.command("DBSIZE").lstrip(":")) > 0
+    finally:
+        for s in servers:
+            s.stop()
+        redis.stop()
