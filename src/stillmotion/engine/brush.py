@@ -44,7 +44,8 @@ _TRAVEL = 0.004 / FPS  # share of the short side per frame, per unit of horizont
 _GROWTH = 0.006 / FPS  # log-scale growth per frame, per unit of proximity
 _SWAY = 0.0006  # share of the short side, per unit of ambient
 _SWAY_PERIOD = 2.0 * FPS
-_FEATHER = 0.015  # feather width, share of the short side
+_FEATHER = 0.015  # least feather width, share of the short side
+_MAX_FEATHER = 0.06  # most feather width, share of the short side
 
 
 @dataclass(frozen=True, eq=False)
@@ -197,12 +198,17 @@ class BrushField:
                 region.horizontal or region.vertical or region.proximity or region.ambient
             ):
                 continue
-            weight = _feather(region.coverage(height=height, width=width), side)
+            # A region sliding far is feathered wider, up to half its travel, so its trailing
+            # edge stretches gently instead of tearing.
+            speed = _TRAVEL * side * scale
+            travel = speed * math.hypot(region.horizontal, region.vertical)
+            travel *= max(clock.travel(i) for i in range(clock.frames + 1))
+            width_px = min(max(0.5 * travel, _FEATHER * side), _MAX_FEATHER * side)
+            weight = _feather(region.coverage(height=height, width=width), width_px)
             if not weight.any():
                 continue
             if region.horizontal or region.vertical:
                 # Constant flow, forward: content moves right for +horizontal, up for +vertical.
-                speed = _TRAVEL * side * scale
                 flow = flow or [np.zeros((height, width), np.float32) for _ in range(2)]
                 flow[0] += weight * (region.horizontal * speed)
                 flow[1] += weight * (-region.vertical * speed)
@@ -241,10 +247,10 @@ class BrushField:
         return self._motion.displacement(i)
 
 
-def _feather(coverage: np.ndarray, side: int) -> np.ndarray:
-    """Soften the mask's edge inwards: 0 on and outside the edge, 1 a feather's width inside."""
+def _feather(coverage: np.ndarray, width: float) -> np.ndarray:
+    """Soften the mask's edge inwards: 0 on and outside the edge, 1 about `width` px inside."""
     inside = coverage >= 0.5
-    sigma = max(1.0, _FEATHER * side / 2)
+    sigma = max(1.0, width / 2)
     soft = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), sigma)
     ramp = np.clip(2.0 * soft - 1.0, 0.0, 1.0)
     ramp *= inside
