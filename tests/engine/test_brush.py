@@ -158,6 +158,20 @@ def test_offsets_are_exactly_zero_outside_and_feathered_inside() -> None:
     assert ramp[0] < ramp[3] < ramp[7] and ramp[0] < 0.2 * ramp[7]
 
 
+def test_a_long_slide_is_feathered_wider() -> None:
+    flow = parse_regions([{"mask": SUIT, "horizontal": 10}])
+    edge = round(0.12 * SIDE)
+
+    def ramp(frames: int) -> np.ndarray:
+        field = BrushField(flow, height=SIDE, width=SIDE, frames=frames, loop=False, intensity=1)
+        row = np.abs(field.displacement(frames - 1)[0][180, :])
+        return row[edge : edge + 40] / row.max()
+
+    short, long = ramp(12), ramp(120)  # travels of 5 and 51 px
+    assert short[6] == 1.0  # full speed 6 px inside the edge …
+    assert long[6] < 0.5 and long[30] == 1.0  # … or, sliding far, only 30 px inside
+
+
 def test_same_regions_same_offsets_and_intensity_scales() -> None:
     raw = [{"mask": SUIT, "horizontal": 3, "ambient": 6}, {"mask": WALL, "proximity": 5}]
     fields = [

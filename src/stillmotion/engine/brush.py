@@ -45,7 +45,7 @@ _GROWTH = 0.006 / FPS  # log-scale growth per frame, per unit of proximity
 _SWAY = 0.0006  # share of the short side, per unit of ambient
 _SWAY_PERIOD = 2.0 * FPS
 _FEATHER = 0.015  # least feather width, share of the short side
-_MAX_FEATHER = 0.06  # most feather width, share of the short side
+_MAX_FEATHER = 0.1  # most feather width, share of the short side
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,12 +198,12 @@ class BrushField:
                 region.horizontal or region.vertical or region.proximity or region.ambient
             ):
                 continue
-            # A region sliding far is feathered wider, up to half its travel, so its trailing
+            # A region sliding far is feathered wider, up to 3/4 of its travel, so its trailing
             # edge stretches gently instead of tearing.
             speed = _TRAVEL * side * scale
             travel = speed * math.hypot(region.horizontal, region.vertical)
             travel *= max(clock.travel(i) for i in range(clock.frames + 1))
-            width_px = min(max(0.5 * travel, _FEATHER * side), _MAX_FEATHER * side)
+            width_px = min(max(0.75 * travel, _FEATHER * side), _MAX_FEATHER * side)
             weight = _feather(region.coverage(height=height, width=width), width_px)
             if not weight.any():
                 continue
