@@ -168,8 +168,8 @@ def test_a_long_slide_is_feathered_wider() -> None:
         return row[edge : edge + 40] / row.max()
 
     short, long = ramp(12), ramp(120)  # travels of 5 and 51 px
-    assert short[6] == 1.0  # full speed 6 px inside the edge …
-    assert long[6] < 0.5 and long[30] == 1.0  # … or, sliding far, only 30 px inside
+    assert short[6] > 0.999  # full speed 6 px inside the edge …
+    assert long[6] < 0.5 and long[30] > 0.999  # … or, sliding far, only 30 px inside
 
 
 def test_same_regions_same_offsets_and_intensity_scales() -> None:
