@@ -27,7 +27,7 @@ def _post(srv, key, body, **headers):
 def _error(response, status: int, code: str) -> dict:
     assert response.status_code == status, response.text
     body = response.json()
-    assert set(body) == {"errors"}, body
+    assert set(body) - {"data"} == {"errors"} and body.get("data") is None, body
     err = body["errors"][0]
     assert err["extensions"]["code"] == code, body
     assert err["message"] and "Traceback" not in err["message"]
