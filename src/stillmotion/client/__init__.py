@@ -42,6 +42,7 @@ from stillmotion.client.errors import (
 from stillmotion.client.models import (
     Account,
     Delivery,
+    DeliveryAttempt,
     Generation,
     GenerationError,
     GenerationMetadata,
@@ -59,6 +60,7 @@ __all__ = [
     "Conflict",
     "DailyLimitExceeded",
     "Delivery",
+    "DeliveryAttempt",
     "Forbidden",
     "Generation",
     "GenerationCancelled",

@@ -314,8 +314,18 @@ class Client(_Base):
     def account(self) -> Account:
         return self._run(self._ops.account())
 
-    def ledger(self) -> list[LedgerEntry]:
-        return self._run(self._ops.ledger())
+    def ledger(self, *, limit: int = 100) -> Iterator[LedgerEntry]:
+        """Every change of the credit balance, newest first, `limit` per page."""
+        cursor = None
+        while True:
+            entries, cursor = self._run(self._ops.ledger_page(limit=limit, before=cursor))
+            yield from entries
+            if not cursor or not entries:
+                return
+
+    def set_webhook_url(self, url: str | None) -> Account:
+        """Set (or with None clear) the account webhook URL, which gets account events."""
+        return self._run(self._ops.set_webhook_url(url))
 
     def deliveries(self, generation: Generation | str) -> list[Delivery]:
         return self._run(self._ops.deliveries(_id(generation)))
@@ -519,8 +529,17 @@ class AsyncClient(_Base):
     async def account(self) -> Account:
         return await self._run(self._ops.account())
 
-    async def ledger(self) -> list[LedgerEntry]:
-        return await self._run(self._ops.ledger())
+    async def ledger(self, *, limit: int = 100) -> AsyncIterator[LedgerEntry]:
+        cursor = None
+        while True:
+            entries, cursor = await self._run(self._ops.ledger_page(limit=limit, before=cursor))
+            for entry in entries:
+                yield entry
+            if not cursor or not entries:
+                return
+
+    async def set_webhook_url(self, url: str | None) -> Account:
+        return await self._run(self._ops.set_webhook_url(url))
 
     async def deliveries(self, generation: Generation | str) -> list[Delivery]:
         return await self._run(self._ops.deliveries(_id(generation)))

@@ -348,9 +348,17 @@ class Ops:
         response = yield Call("GET", "/v1/account")
         return Account.from_response(_json(response))
 
-    def ledger(self) -> Op:
-        response = yield Call("GET", "/v1/account/ledger")
-        return [LedgerEntry.from_dict(e) for e in _first_list(_json(response).get("data"))]
+    def ledger_page(self, *, limit: int, before: str | None) -> Op:
+        """One page of the ledger, newest first: (entries, next cursor or None)."""
+        params = _compact({"limit": limit, "before": before})
+        response = yield Call("GET", "/v1/account/ledger", params=params)
+        body = _json(response)
+        entries = [LedgerEntry.from_dict(e) for e in _first_list(body.get("data"))]
+        return entries, _next_cursor(body)
+
+    def set_webhook_url(self, url: str | None) -> Op:
+        response = yield Call("PUT", "/v1/account/webhook", json={"url": url})
+        return Account.from_response(_json(response))
 
     def deliveries(self, generation_id: str) -> Op:
         response = yield Call("GET", f"/v1/image_to_video/{generation_id}/deliveries")

@@ -57,6 +57,8 @@ class _Model:
                 value = parse_datetime(value)
             elif f.name in cls._nested and isinstance(value, Mapping):
                 value = cls._nested[f.name].from_dict(value)
+            elif f.name in cls._nested and isinstance(value, list):
+                value = tuple(cls._nested[f.name].from_dict(v) for v in value)
             kwargs[f.name] = cls._convert(f.name, value)
         return cls(raw=dict(data), **kwargs)
 
@@ -76,6 +78,8 @@ class _Model:
             value = getattr(self, f.name)
             if isinstance(value, _Model):
                 value = value.to_dict()
+            elif isinstance(value, tuple) and all(isinstance(v, _Model) for v in value):
+                value = [v.to_dict() for v in value]
             elif isinstance(value, datetime):
                 original = self.raw.get(key)
                 same = isinstance(original, str) and parse_datetime(original) == value
@@ -209,19 +213,35 @@ class LedgerEntry(_Model):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Delivery(_Model):
-    """One webhook delivery attempt for a generation."""
+class DeliveryAttempt(_Model):
+    """One try at delivering a webhook: the receiver's status code or the error."""
 
-    id: str | int
-    generation_id: str | None = None
-    event: str | None = None
-    url: str | None = None
-    attempt: int | None = None
-    status: str | None = None
-    response_status: int | None = None
+    attempted_at: datetime | None = None
+    status_code: int | None = None
     error: str | None = None
-    created_at: datetime | None = None
+    duration_ms: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Delivery(_Model):
+    """A webhook delivery of a generation's event (its id is the `webhook-id` header),
+    with every attempt, oldest first. `state` is pending, delivered, failed or disabled."""
+
+    _nested: ClassVar[Mapping[str, type[_Model]]] = {"attempts": DeliveryAttempt}
+
+    id: str
+    event: str | None = None
+    generation_id: str | None = None
+    url: str | None = None
+    state: str | None = None
+    attempt_count: int | None = None
     next_attempt_at: datetime | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    created_at: datetime | None = None
+    delivered_at: datetime | None = None
+    payload: Mapping[str, Any] | None = None
+    attempts: tuple[DeliveryAttempt, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
