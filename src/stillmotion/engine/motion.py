@@ -35,7 +35,7 @@ AXES = ("horizontal", "vertical", "pan", "tilt", "zoom", "roll")
 INTENSITY = {"low": 0.5, "medium": 1.0, "high": 1.6}
 
 _SHIFT_PER_UNIT = 0.02  # fraction of the frame per camera unit (10 -> 0.2)
-_ZOOM_PER_UNIT = 0.0693  # ln(2) / 10: zoom 10 doubles the scale
+ZOOM_PER_UNIT = 0.0693  # ln(2) / 10: zoom 10 doubles the scale
 _ROLL_PER_UNIT = math.radians(1.5)
 _HANDHELD_AMPLITUDE = 0.004  # fraction of the frame
 _HANDHELD_ROLL = math.radians(0.25)
@@ -325,12 +325,12 @@ def camera_at(plan: MotionPlan, t: float, *, duration: float, aspect: float) -> 
     e = ease(t, loop=plan.loop)
     cam = plan.camera
     a = plan.amplitude
-    log_zoom = _ZOOM_PER_UNIT * cam["zoom"] * a * e
+    log_zoom = ZOOM_PER_UNIT * cam["zoom"] * a * e
     zoom = math.exp(log_zoom)
     # Zoom towards the focus: the centre slides to it as the scale grows (never overshooting
     # the canvas, see fit_plan).
     fx, fy = plan.focus
-    z_end = math.exp(_ZOOM_PER_UNIT * cam["zoom"] * a)
+    z_end = math.exp(ZOOM_PER_UNIT * cam["zoom"] * a)
     w = (zoom - 1) / (z_end - 1) if abs(z_end - 1) > 1e-6 and z_end > 1 else 0.0
     cx = 0.5 + (fx - 0.5) * w
     cy = 0.5 + (fy - 0.5) * w
@@ -455,7 +455,7 @@ def fit_plan(
     """Fix the overscan so no view leaves the canvas and, when a subject box is given (canvas
     fractions), scale the move down until the subject stays inside every frame."""
     fx, fy = plan.focus
-    z_end = math.exp(_ZOOM_PER_UNIT * plan.camera["zoom"])
+    z_end = math.exp(ZOOM_PER_UNIT * plan.camera["zoom"])
     if z_end > 1:
         # keep the final view inside the canvas: clamp the zoom target
         half = 0.5 / z_end

@@ -8,6 +8,7 @@ encoding and memory does not grow with the duration.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import queue
@@ -99,7 +100,22 @@ def _check_spec(spec: RenderSpec) -> tuple[int, int]:
         width, height = spec.width, spec.height
     if width < 16 or height < 16 or width % 2 or height % 2:
         raise ValueError("width and height must be even and at least 16")
+    if spec.camera is not None:
+        motion.validate_camera(spec.camera)
     return width, height
+
+
+def _brush_regions(spec: RenderSpec) -> list:
+    """Parsed motion-brush regions (ValueError for bad ones); [] when none or not available."""
+    if not spec.motion_brush:
+        return []
+    try:
+        from stillmotion.engine import brush
+    except ImportError:  # pragma: no cover - the gen-4 modules are part of the package
+        return []
+    if len(spec.motion_brush) > 5:
+        raise ValueError("motionBrush takes at most 5 regions")
+    return brush.parse_regions(spec.motion_brush)
 
 
 class _Scene:
@@ -140,23 +156,30 @@ class _Scene:
             plan, aspect=aspect, duration=self.duration, frames=self.frames, subject=box
         )
         self.motion_blur = smart
-        # Working image: resampled once, with a good filter, so that every frame is a mild
-        # minification (between 1 and SUPERSAMPLE source px per output px, or 1 for the most
-        # zoomed view of a big move). Frames are then cheap bilinear warps; the expensive
-        # filter (area when shrinking, Lanczos when enlarging) never runs per frame.
+        # gen-4 (and a motion brush on gen-3) render through per-pixel remaps: parallax layers,
+        # brush and ambient offsets. Everything else is a plain affine warp.
+        self.regions = _brush_regions(spec) if smart else []
+        self.layered = spec.version == "gen-4"
+        self.remapped = self.layered or bool(self.regions)
+        # Working image: resampled once, with a good filter, so that no frame magnifies (a
+        # bilinear warp would blur) and the widest view minifies by at most SUPERSAMPLE.
+        # Frames are then cheap bilinear warps; the expensive filter (area when shrinking,
+        # Lanczos when enlarging) never runs per frame. A source already in range is kept.
         zooms = [
             motion.camera_at(self.plan, t, duration=self.duration, aspect=aspect).zoom
             for t in np.linspace(0, 1, 49)
         ]
-        target_w = width * max(SUPERSAMPLE * min(zooms), max(zooms))
-        target_w = min(target_w, _MAX_WORKING_SIDE, _MAX_WORKING_SIDE * cw / ch)
-        if abs(cw - target_w) > 0.02 * target_w:
+        supersample = 1.0 if self.remapped else SUPERSAMPLE  # remaps are cubic, and costly
+        need_w = width * max(zooms)
+        cap_w = max(need_w, width * supersample * min(zooms))
+        limit = min(_MAX_WORKING_SIDE, _MAX_WORKING_SIDE * cw / ch)
+        target_w = min(cap_w if cw > cap_w else need_w if cw < need_w else cw, limit)
+        if abs(cw - target_w) > 0.01 * target_w:
             f = target_w / cw
-            shrink = f < 1
             canvas = cv2.resize(
                 canvas,
                 (max(2, round(cw * f)), max(2, round(ch * f))),
-                interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4,
+                interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LANCZOS4,
             )
         # Even sides, so the half-size chroma source lines up with the luma exactly.
         rgb = canvas[: canvas.shape[0] // 2 * 2, : canvas.shape[1] // 2 * 2]
@@ -165,6 +188,126 @@ class _Scene:
         # chroma planes are warped at half size, which halves the per-frame work.
         self.src_y, self.src_c = rgb_to_ycbcr(self.source)
         self.src_h, self.src_w = self.src_y.shape
+        self.extras: dict = {}
+        if self.remapped:
+            self._setup_remap(spec, canvas_box=self.framing.subject, canvas_size=(cw, ch))
+
+    def _setup_remap(self, spec: RenderSpec, *, canvas_box, canvas_size) -> None:
+        """Layers, brush and ambient fields for the remap path (gen-4, or a brushed gen-3)."""
+        self.motion_blur = False
+        intensity = motion.INTENSITY[spec.motion_intensity]
+        self.fields: list = []
+        self.layers = None
+        self.strength = 1.0
+        # Output pixel grid, for building the camera's backward maps each frame.
+        self._u, self._v = (
+            g.astype(np.float32) for g in np.meshgrid(np.arange(self.width), np.arange(self.height))
+        )
+        if self.regions:
+            from stillmotion.engine import brush
+
+            self.fields.append(
+                brush.BrushField(
+                    self.regions,
+                    height=self.src_h,
+                    width=self.src_w,
+                    frames=self.frames,
+                    loop=spec.loop,
+                    intensity=intensity,
+                )
+            )
+            self.extras["brushRegions"] = len(self.regions)
+        if not self.layered:
+            return
+        try:
+            from stillmotion.engine import ambient, depth, parallax
+        except ImportError:  # pragma: no cover - gen-4 falls back to the gen-3 look
+            self.extras["fallback"] = "gen-3"
+            return
+        self._parallax = parallax
+        kinds = ambient.ambient_kinds(spec.prompt)
+        if kinds:
+            self.fields.append(
+                ambient.AmbientField(
+                    self.source,
+                    kinds=kinds,
+                    frames=self.frames,
+                    loop=spec.loop,
+                    seed=spec.seed,
+                    intensity=intensity,
+                )
+            )
+            self.extras["ambient"] = sorted(kinds)
+        box = None
+        if canvas_box is not None:
+            fx, fy = self.src_w / canvas_size[0], self.src_h / canvas_size[1]
+            x0, y0, x1, y1 = canvas_box
+            if self.framing.subject_kind == "face":
+                # a face box seeds a person: widen it and take in the shoulders and chest
+                w, h = x1 - x0, y1 - y0
+                x0, x1, y0, y1 = x0 - 0.9 * w, x1 + 0.9 * w, y0 - 0.4 * h, y1 + 3.0 * h
+            x0, y0 = max(0.0, x0 * fx), max(0.0, y0 * fy)
+            x1, y1 = min(self.src_w, x1 * fx), min(self.src_h, y1 * fy)
+            if x1 - x0 >= 8 and y1 - y0 >= 8:
+                box = (round(x0), round(y0), round(x1 - x0), round(y1 - y0))
+        self.layers = depth.estimate_layers(self.source, subject_box=box, seed=spec.seed)
+        self.extras["parallax"] = True
+        # A dolly zoom keeps the subject's size (the maps do not zoom) while the background's
+        # perspective changes (the parallax zoom does); the overscan covers how far it reaches.
+        self.map_plan = self.plan
+        if self.plan.dolly_zoom:
+            self.map_plan = dataclasses.replace(
+                self.plan,
+                camera={**self.plan.camera, "zoom": 0.0},
+                overscan=max(self.plan.overscan, self._dolly_zoom(1.0)),
+            )
+
+    def _dolly_zoom(self, t: float) -> float:
+        e = motion.ease(t, loop=self.plan.loop)
+        return math.exp(motion.ZOOM_PER_UNIT * self.plan.camera["zoom"] * self.plan.amplitude * e)
+
+    def frame_rgb(self, i: int) -> np.ndarray:
+        """Frame `i` through the remap path, as RGB."""
+        t = self.time_of(i)
+        plan = getattr(self, "map_plan", self.plan)
+        state = motion.camera_at(plan, t, duration=self.duration, aspect=self.aspect)
+        m = motion.view_matrix(
+            state, canvas_w=self.src_w, canvas_h=self.src_h, out_w=self.width, out_h=self.height
+        )
+        map_x = cv2.addWeighted(self._u, m[0, 0], self._v, m[0, 1], m[0, 2])
+        map_y = cv2.addWeighted(self._u, m[1, 0], self._v, m[1, 1], m[1, 2])
+        offsets = None
+        for f in self.fields:
+            dx, dy = f.displacement(i)
+            offsets = (dx, dy) if offsets is None else (offsets[0] + dx, offsets[1] + dy)
+        if self.layers is not None:
+            start = motion.camera_at(plan, 0.0, duration=self.duration, aspect=self.aspect)
+            shift = (
+                (state.truck[0] - start.truck[0]) * self.src_w,
+                (state.truck[1] - start.truck[1]) * self.src_h,
+            )
+            zoom = state.zoom / start.zoom
+            if self.plan.dolly_zoom:
+                zoom = self._dolly_zoom(t)
+            return self._parallax.composite(
+                self.layers,
+                self.source,
+                map_x,
+                map_y,
+                shift=shift,
+                zoom=zoom,
+                strength=self.strength,
+                offsets=offsets,
+            )
+        if offsets is not None:
+            border = cv2.BORDER_REPLICATE
+            extra_x = cv2.remap(offsets[0], map_x, map_y, cv2.INTER_LINEAR, borderMode=border)
+            extra_y = cv2.remap(offsets[1], map_x, map_y, cv2.INTER_LINEAR, borderMode=border)
+            map_x += extra_x
+            map_y += extra_y
+        return cv2.remap(
+            self.source, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101
+        )
 
     def time_of(self, i: float) -> float:
         n = self.frames
@@ -207,6 +350,8 @@ class _Scene:
 
     def frame(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame `i` as Y' (HxW) and half-size Cb/Cr planes, motion-blurred when it moves."""
+        if self.remapped:
+            return rgb_to_ycbcr(self.frame_rgb(i))
         dt = self.time_of(1) - self.time_of(0)
         t = self.time_of(i)
         m = self.matrix(t)
@@ -328,6 +473,7 @@ def render(
     plan = scene.plan.as_dict()
     plan["framing"] = scene.framing.as_dict()
     plan["version"] = spec.version
+    plan.update(scene.extras)
     return RenderResult(
         width=width,
         height=height,
