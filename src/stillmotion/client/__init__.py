@@ -11,8 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from stillmotion.client import webhooks
 from stillmotion.client._client import AsyncClient, Client, GenerationOptions
 from stillmotion.client._ops import BatchResult, Skipped, estimate_cost
 from stillmotion.client.errors import (
@@ -89,12 +88,3 @@ __all__ = [
     "estimate_cost",
     "webhooks",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # `webhooks` is a submodule; imported on first use so the SDK's import stays light.
-    if name == "webhooks":
-        import importlib
-
-        return importlib.import_module("stillmotion.client.webhooks")
-    raise AttributeError(name)
