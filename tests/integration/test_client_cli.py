@@ -98,3 +98,16 @@ def test_parse_camera():
     assert parse_camera(None) is None
     with pytest.raises(typer.BadParameter):
         parse_camera("zoom=lots")
+
+
+def test_a_failed_generation_exits_1_with_its_code(app, make_server, image_url):
+    srv = make_server("sqlite", env={"STILLMOTION_RENDER_TIMEOUT_SECONDS": "0.2"}).start()
+    env = {"STILLMOTION_URL": srv.url, "STILLMOTION_API_KEY": srv.create_key("cli-fail")}
+    result = CliRunner().invoke(
+        app, ["generate", image_url, "--duration", "10", "--version", "gen-3", "--wait"], env=env
+    )
+    assert result.exit_code == 1, result.output
+    assert "TIMEOUT" in result.output
+    gen_id = re.search(r"Created (gen_\w+)", result.output).group(1)
+    shown = CliRunner().invoke(app, ["status", gen_id], env=env)
+    assert "failed" in shown.output and "TIMEOUT" in shown.output
