@@ -95,8 +95,10 @@ def generate(
     url: UrlOption = None,
     key: KeyOption = None,
 ) -> None:
-    """Animate an image: upload it if it is a local file, create the generation and, with
-    --wait or -o, follow it with a progress bar and download the MP4."""
+    """Animate an image on the server (a local file is uploaded first).
+
+    With --wait or -o, follow it with a live progress bar and download the MP4.
+    """
     source: str | Path = image
     if not image.startswith(("http://", "https://", "data:", "upload://")):
         source = Path(image)
