@@ -199,7 +199,7 @@ class Client(_Base):
                 elif isinstance(step, Download):
                     value = self._download(step)
                 elif isinstance(step, Await):
-                    step.awaitable.close()
+                    getattr(step.awaitable, "close", lambda: None)()
                     raise TypeError("on_progress returned a coroutine: use AsyncClient")
             except StillmotionError as exc:
                 error = exc
