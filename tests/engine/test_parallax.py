@@ -195,3 +195,11 @@ def test_a_face_box_cuts_out_the_whole_person(photo: np.ndarray) -> None:
     assert alpha[12:20, 100:120].mean() > 0.9  # the hair above it
     assert alpha[170:200, 60:110].mean() > 0.95  # the suit below it
     assert alpha[:40, 200:].max() == 0.0 and alpha[100:140, :15].max() == 0.0  # the wall, flag
+
+
+def test_a_box_inside_the_subject_still_finds_it(photo: np.ndarray) -> None:
+    # A saliency core or a torso: GrabCut alone gives up, grown boxes recover the person.
+    alpha = estimate_layers(photo, subject_box=(64, 64, 128, 128), seed=1).subject_alpha
+    assert alpha[170:200, 60:110].mean() > 0.95  # the suit
+    assert alpha[55:70, 95:115].mean() > 0.95  # the face, outside the box
+    assert alpha[:40, 200:].max() == 0.0

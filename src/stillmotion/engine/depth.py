@@ -61,7 +61,7 @@ def estimate_layers(
         box = _clip_box(*(v * scale for v in grown), small.shape[1], small.shape[0])
     else:
         box = _box_from_saliency(saliency)
-    cut = _grabcut(small, box, seed, core=core) if box is not None else None
+    cut = _cut_subject(small, box, seed, core=core) if box is not None else None
     if cut is None:
         depth = cv2.resize(prior, (width, height), interpolation=cv2.INTER_LINEAR)
         return Layers(
@@ -165,6 +165,38 @@ def _box_from_saliency(saliency: np.ndarray) -> tuple[int, int, int, int] | None
     sx = float(np.sqrt((weight * (xs - cx) ** 2).sum() / total))
     sy = float(np.sqrt((weight * (ys - cy) ** 2).sum() / total))
     return _clip_box(cx - 2 * sx, cy - 2 * sy, 4 * sx, 4 * sy, width, height)
+
+
+def _cut_subject(
+    small: np.ndarray,
+    box: tuple[int, int, int, int],
+    seed: int,
+    *,
+    core: np.ndarray | None,
+) -> np.ndarray | None:
+    """GrabCut in `box`; when that finds next to nothing, in larger boxes around its middle.
+
+    A box drawn inside the subject (a saliency core, a torso) leaves the subject's own colours
+    outside it, marked background, and GrabCut then gives up. Grown boxes, with the middle of
+    the given one marked surely subject, recover it.
+    """
+    height, width = small.shape[:2]
+    x, y, w, h = box
+    for grow in (1.0, 1.7, 2.6):
+        tried = _clip_box(
+            x + w / 2 - grow * w / 2, y + h / 2 - grow * h / 2, grow * w, grow * h, width, height
+        )
+        if tried is None:
+            return None
+        sure = core
+        if grow > 1.0:
+            sure = np.zeros((height, width), np.uint8) if core is None else core.copy()
+            axes = (max(1, round(w / 4)), max(1, round(h / 4)))
+            cv2.ellipse(sure, (round(x + w / 2), round(y + h / 2)), axes, 0, 0, 360, 1, -1)
+        cut = _grabcut(small, tried, seed, core=sure)
+        if cut is not None and cut.sum() >= 0.1 * tried[2] * tried[3]:
+            return cut
+    return None
 
 
 def _grabcut(
