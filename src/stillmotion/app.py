@@ -72,13 +72,20 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         pool = None
+        deliveries = None
         if worker_count > 0:
             from stillmotion.jobs.worker import WorkerPool
+            from stillmotion.webhooks.delivery import DeliveryLoop
 
             pool = WorkerPool(ctx, worker_count)
             pool.start()
             app.state.notify_workers = pool.notify
+            # Webhooks go out wherever workers run: one delivery loop per process.
+            deliveries = DeliveryLoop(db, settings)
+            deliveries.start()
         yield
+        if deliveries is not None:
+            deliveries.stop()
         if pool is not None:
             pool.stop()
         db.dispose()
@@ -127,10 +134,12 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     from stillmotion.generations.rest import router as generations_router
     from stillmotion.graphql import router as graphql_router
     from stillmotion.uploads.rest import router as uploads_router
+    from stillmotion.webhooks.rest import router as webhooks_router
 
     app.include_router(generations_router)
     app.include_router(uploads_router)
     app.include_router(accounts_router)
+    app.include_router(webhooks_router)
     app.include_router(graphql_router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")

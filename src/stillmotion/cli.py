@@ -114,11 +114,12 @@ def serve(
 def worker(
     threads: Annotated[int, typer.Option(help="Render threads in this process.")] = 1,
 ) -> None:
-    """Run a standalone worker for the same database and storage as the API."""
+    """Run a standalone worker (renders and webhook deliveries) for the API's database."""
     from stillmotion.db import Database
     from stillmotion.generations.service import Context
     from stillmotion.jobs.worker import WorkerPool
     from stillmotion.storage import LocalStorage
+    from stillmotion.webhooks.delivery import DeliveryLoop
 
     _setup_logging()
     settings = _settings()
@@ -129,11 +130,14 @@ def worker(
         storage=LocalStorage(settings.media_dir, public_url=settings.public_url),
     )
     pool = WorkerPool(ctx, threads)
+    deliveries = DeliveryLoop(ctx.db, settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     pool.start()
+    deliveries.start()
     stop.wait()
+    deliveries.stop()
     pool.stop()
 
 

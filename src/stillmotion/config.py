@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     low_credit_threshold: int = 100
     # Webhooks
     webhook_backoff_scale: float = Field(1.0, gt=0)
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60, description="Per attempt, total.")
+    webhook_lease_seconds: float = Field(
+        60.0, gt=0, description="A claimed delivery is re-claimable after this (sender died)."
+    )
+    webhook_poll_interval: float = Field(0.5, gt=0, description="Delivery loop's idle wait.")
+    webhook_concurrency: int = Field(8, ge=1, le=64, description="Parallel sends per process.")
+    webhook_secret_grace_hours: float = Field(
+        24.0, ge=0, description="After a rotation, the previous secret still signs this long."
+    )
     # Request size caps
     max_body_bytes: int = 8 * 1024 * 1024
     max_image_bytes: int = 16 * 1024 * 1024

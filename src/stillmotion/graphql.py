@@ -29,11 +29,14 @@ from stillmotion.accounts import limits
 from stillmotion.deps import authenticate
 from stillmotion.generations import gql as generations_gql
 from stillmotion.generations import idempotency
+from stillmotion.webhooks import gql as webhooks_gql
 
 log = logging.getLogger("stillmotion.graphql")
 
 QUERIES: list[type] = [generations_gql.Query, accounts_gql.Query]
 MUTATIONS: list[type] = [generations_gql.Mutation]
+QUERIES.append(webhooks_gql.Query)
+MUTATIONS.append(webhooks_gql.Mutation)
 
 
 class Schema(strawberry.Schema):
