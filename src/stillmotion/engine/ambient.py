@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -96,12 +97,12 @@ class AmbientField:
             weight = areas.weight(kind)
             if weight is None:
                 continue
-            _ADD[kind](
+            _PATTERNS[kind].add(
                 self._motion,
                 weight=weight,
                 rng=rng,
                 clock=Clock(frames=frames, loop=loop),
-                amplitude=float(intensity) * side,
+                side=float(intensity) * side,
             )
 
     def displacement(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -271,129 +272,100 @@ class _Areas:
 
 
 # -- how each kind moves --------------------------------------------------------------------
-# Each adds terms whose sum is 0 on frame 0. Amplitudes are shares of the image's short side.
+# Each pattern adds terms whose sum is 0 on frame 0. Sizes are shares of the image's short
+# side (`side`), periods are in seconds.
 
 
-def _waves(
-    motion: Motion,
-    *,
-    weight: np.ndarray,
-    rng: np.random.Generator,
-    clock: Clock,
-    amplitude: float,
-    wavelength: float,
-    period: float,
-    rising: bool,
-    lift: float,
-) -> None:
+@dataclass(frozen=True)
+class _Waves:
     """Bands of sideways displacement travelling along y: ripples on water, curls of smoke.
 
-    dx = A w (sin(a ∓ θ) - sin a), a = 2π y / λ + noise, expanded as fixed fields times
-    (cos θ - 1) and sin θ. `rising` makes the bands travel up the image, else down.
+    dx = A w (sin(a ± θ) - sin a), a = 2π y / λ + noise, expanded as fixed fields times
+    (cos θ - 1) and sin θ; dy the same in cosines, scaled by `lift`. `rising` makes the bands
+    travel up the image, else down.
     """
-    height, width = weight.shape
-    rows = np.arange(height, dtype=np.float32)[:, None] * (2 * math.pi / wavelength)
-    wobble = 1.5 * smooth_noise(rng, height=height, width=width, cells=4)
-    angle = rows + wobble + float(rng.uniform(0, 2 * math.pi))
-    sin_a = amplitude * weight * np.sin(angle)
-    cos_a = amplitude * weight * np.cos(angle)
-    sign = 1.0 if rising else -1.0
-    # sin(a + sθ) - sin a = sin a (cos θ - 1) + s cos a sin θ; cos likewise for the lift.
-    motion.add(lambda i: math.cos(clock.phase(i, period=period)) - 1.0, sin_a, lift * cos_a)
-    motion.add(lambda i: sign * math.sin(clock.phase(i, period=period)), cos_a, -lift * sin_a)
+
+    amplitude: float
+    wavelength: float
+    period: float
+    rising: bool
+    lift: float
+
+    def add(
+        self,
+        motion: Motion,
+        *,
+        weight: np.ndarray,
+        rng: np.random.Generator,
+        clock: Clock,
+        side: float,
+    ) -> None:
+        height, width = weight.shape
+        wavelength = max(6.0, self.wavelength * height)
+        rows = np.arange(height, dtype=np.float32)[:, None] * (2 * math.pi / wavelength)
+        wobble = 1.5 * smooth_noise(rng, height=height, width=width, cells=4)
+        angle = rows + wobble + float(rng.uniform(0, 2 * math.pi))
+        sin_a = self.amplitude * side * weight * np.sin(angle)
+        cos_a = self.amplitude * side * weight * np.cos(angle)
+        sign, lift, period = (1.0 if self.rising else -1.0), self.lift, self.period * FPS
+        # sin(a + sθ) - sin a = sin a (cos θ - 1) + s cos a sin θ; cos likewise for the lift.
+        motion.add(lambda i: math.cos(clock.phase(i, period=period)) - 1.0, sin_a, lift * cos_a)
+        motion.add(lambda i: sign * math.sin(clock.phase(i, period=period)), cos_a, -lift * sin_a)
 
 
-def _add_water(motion: Motion, *, weight, rng, clock, amplitude) -> None:
-    height = weight.shape[0]
-    _waves(
-        motion,
-        weight=weight,
-        rng=rng,
-        clock=clock,
-        amplitude=0.002 * amplitude,
-        wavelength=max(6.0, 0.04 * height),
-        period=2.0 * FPS,
-        rising=False,
-        lift=0.3,
-    )
+@dataclass(frozen=True)
+class _Jitter:
+    """Smooth random sway in place, `cells` bumps across the image."""
+
+    amplitude: float
+    cells: int
+    period: float
+
+    def add(
+        self,
+        motion: Motion,
+        *,
+        weight: np.ndarray,
+        rng: np.random.Generator,
+        clock: Clock,
+        side: float,
+    ) -> None:
+        height, width = weight.shape
+        scale = self.amplitude * side * weight
+        fields = [
+            scale * smooth_noise(rng, height=height, width=width, cells=self.cells)
+            for _ in range(4)
+        ]
+        period = self.period * FPS
+        motion.add(lambda i: math.sin(clock.phase(i, period=period)), fields[0], fields[1])
+        motion.add(lambda i: math.cos(clock.phase(i, period=period)) - 1.0, fields[2], fields[3])
 
 
-def _add_smoke(motion: Motion, *, weight, rng, clock, amplitude) -> None:
-    height = weight.shape[0]
-    _waves(
-        motion,
-        weight=weight,
-        rng=rng,
-        clock=clock,
-        amplitude=0.003 * amplitude,
-        wavelength=max(8.0, 0.08 * height),
-        period=3.0 * FPS,
-        rising=True,
-        lift=0.5,
-    )
+@dataclass(frozen=True)
+class _Drift:
+    """A slow slide sideways, direction by seed; out and back when looping."""
+
+    speed: float  # share of the short side per second
+
+    def add(
+        self,
+        motion: Motion,
+        *,
+        weight: np.ndarray,
+        rng: np.random.Generator,
+        clock: Clock,
+        side: float,
+    ) -> None:
+        direction = 1.0 if rng.random() < 0.5 else -1.0
+        per_frame = self.speed * side / FPS
+        motion.add(lambda i: -direction * per_frame * clock.travel(i), weight, None)
 
 
-def _add_fire(motion: Motion, *, weight, rng, clock, amplitude) -> None:
-    height = weight.shape[0]
-    _waves(
-        motion,
-        weight=weight,
-        rng=rng,
-        clock=clock,
-        amplitude=0.002 * amplitude,
-        wavelength=max(6.0, 0.05 * height),
-        period=0.75 * FPS,
-        rising=True,
-        lift=0.8,
-    )
-
-
-def _add_clouds(motion: Motion, *, weight, rng, clock, amplitude) -> None:
-    """A slow drift sideways, direction by seed; out and back when looping."""
-    direction = 1.0 if rng.random() < 0.5 else -1.0
-    speed = 0.25 * amplitude / 1000.0  # about 6 px/s on a 1080-line image
-    motion.add(lambda i: -direction * speed * clock.travel(i), weight, None)
-
-
-def _jitter(motion: Motion, *, weight, rng, clock, amplitude, cells, period) -> None:
-    height, width = weight.shape
-    fields = [amplitude * weight * smooth_noise(rng, height=height, width=width, cells=cells)]
-    fields += [amplitude * weight * smooth_noise(rng, height=height, width=width, cells=cells)]
-    fields += [amplitude * weight * smooth_noise(rng, height=height, width=width, cells=cells)]
-    fields += [amplitude * weight * smooth_noise(rng, height=height, width=width, cells=cells)]
-    motion.add(lambda i: math.sin(clock.phase(i, period=period)), fields[0], fields[1])
-    motion.add(lambda i: math.cos(clock.phase(i, period=period)) - 1.0, fields[2], fields[3])
-
-
-def _add_leaves(motion: Motion, *, weight, rng, clock, amplitude) -> None:
-    _jitter(
-        motion,
-        weight=weight,
-        rng=rng,
-        clock=clock,
-        amplitude=0.0015 * amplitude,
-        cells=24,
-        period=1.0 * FPS,
-    )
-
-
-def _add_hair(motion: Motion, *, weight, rng, clock, amplitude) -> None:
-    _jitter(
-        motion,
-        weight=weight,
-        rng=rng,
-        clock=clock,
-        amplitude=0.0015 * amplitude,
-        cells=6,
-        period=2.5 * FPS,
-    )
-
-
-_ADD = {
-    "water": _add_water,
-    "clouds": _add_clouds,
-    "smoke": _add_smoke,
-    "fire": _add_fire,
-    "leaves": _add_leaves,
-    "hair": _add_hair,
+_PATTERNS: dict[str, _Waves | _Jitter | _Drift] = {
+    "water": _Waves(amplitude=0.002, wavelength=0.04, period=2.0, rising=False, lift=0.3),
+    "smoke": _Waves(amplitude=0.003, wavelength=0.08, period=3.0, rising=True, lift=0.5),
+    "fire": _Waves(amplitude=0.002, wavelength=0.05, period=0.75, rising=True, lift=0.8),
+    "clouds": _Drift(speed=0.006),  # about 6 px/s on a 1080-line image
+    "leaves": _Jitter(amplitude=0.0015, cells=24, period=1.0),
+    "hair": _Jitter(amplitude=0.0015, cells=6, period=2.5),
 }
