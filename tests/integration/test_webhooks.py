@@ -11,6 +11,7 @@ import json
 import random
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -360,6 +361,27 @@ def test_delivery_log_and_redelivery_over_rest_and_graphql(client, image):
     assert redone["attemptCount"] == 3 and redone["state"] == "delivered"
     assert {r.headers["webhook-id"] for r in got} == {delivered["id"]}
     assert len(got) == 3
+
+
+def test_redelivery_while_an_attempt_is_in_flight_is_409(hook_server, client, image):
+    receiver = WebhookReceiver(delay=1.5)  # a slow receiver keeps the attempt in flight
+    try:
+        gen_id = submit(client, image, receiver.url())
+        delivery = wait_delivery(client, gen_id, lambda d: d["state"] == "delivered")
+        path = f"/v1/image_to_video/{gen_id}/deliveries/{delivery['id']}/redeliver"
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(client.post, path)
+            time.sleep(0.5)  # the first redelivery holds the lease, its receiver is sleeping
+            second = client.post(path)
+            first = first.result()
+        got = receiver.requests
+    finally:
+        receiver.close()
+    assert second.status_code == 409, second.text
+    assert second.json()["errors"][0]["extensions"]["code"] == "CONFLICT"
+    assert first.status_code == 200, first.text
+    assert statuses(first.json()["data"]["delivery"]) == [200, 200]
+    assert len(got) == 2
 
 
 def test_another_accounts_deliveries_are_404(hook_server, client, image):
