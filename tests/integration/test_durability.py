@@ -14,6 +14,11 @@ from tests.support.video import SIZES, check_video
 
 pytestmark = pytest.mark.slow
 
+# Long enough a render that a process can be killed in the middle of it: 10 s of 1080p at the
+# production encoder preset takes tens of seconds here.
+SLOW_RENDER = {"version": "gen-3", "duration": 10}
+SLOW_ENV = {"STILLMOTION_X264_PRESET": "medium"}
+
 
 def _submit(client, image_url: str, **extra) -> str:
     body = {
@@ -47,10 +52,10 @@ def _wait(client, gen_id: str, predicate, timeout: float = 180) -> dict:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_worker_killed_mid_render_is_picked_up_again(make_server, image_server, backend):
-    srv = make_server(backend, workers=0).start()
+    srv = make_server(backend, workers=0, env=SLOW_ENV).start()
     key = srv.create_key("kill9")
     with srv.client(key) as client:
-        gen_id = _submit(client, image_server.url("/astronaut.jpg"), duration=8)
+        gen_id = _submit(client, image_server.url("/astronaut.jpg"), **SLOW_RENDER)
         first = srv.worker_process()
         rendering = _wait(
             client, gen_id, lambda g: g["stage"] == "rendering" and g["progress"] > 0.05
@@ -67,7 +72,7 @@ def test_worker_killed_mid_render_is_picked_up_again(make_server, image_server, 
             second.wait(30)
     assert done["status"] == "completed", done
     assert done["progress"] == 1.0 and done["progress"] >= rendering["progress"]
-    check_video(done["url"], width=1280, height=720, frames=8 * 24)
+    check_video(done["url"], width=1920, height=1080, frames=10 * 24)
     db = Database(srv.database_url)
     with db.session() as session:
         row = session.scalar(select(Generation).where(Generation.id == gen_id))
@@ -96,10 +101,10 @@ def test_restarting_the_server_loses_no_accepted_job(make_server, image_server, 
 
 
 def test_server_killed_mid_render_finishes_after_restart(make_server, image_server):
-    srv = make_server("sqlite", workers=1).start()
+    srv = make_server("sqlite", workers=1, env=SLOW_ENV).start()
     key = srv.create_key("restart-kill")
     with srv.client(key) as client:
-        gen_id = _submit(client, image_server.url("/astronaut.jpg"), duration=8)
+        gen_id = _submit(client, image_server.url("/astronaut.jpg"), **SLOW_RENDER)
         _wait(client, gen_id, lambda g: g["stage"] == "rendering" and g["progress"] > 0.05)
     srv.stop(signal.SIGKILL)
     srv.start()
