@@ -48,7 +48,7 @@ def check_request(request: GenerateRequest, *, settings: Settings) -> None:
         try:
             brush.parse_regions([r.model_dump() for r in request.motion_brush])
         except ValueError as exc:
-            raise errors.ValidationFailed(f"motionBrush: {exc}", field="motionBrush") from None
+            raise errors.ValidationFailed(str(exc), field="motionBrush") from None
     if request.webhook_url:
         net.check_url_syntax(request.webhook_url)
 
