@@ -147,7 +147,7 @@ def verify(
     elif not seed:
         raise WebhookVerificationError("no signature headers")
     if seed is not None and not any(
-        hmac.compare_digest(doitong_signature(secret=key, body=body), seed) for key in keys
+        _same(doitong_signature(secret=key, body=body), seed) for key in keys
     ):
         raise WebhookVerificationError("X-Doitong-Signature does not match")
     return _parse(body)
@@ -166,9 +166,15 @@ def _check_standard(body, msg_id, stamp, signature, keys, tolerance, now) -> Non
     offered = [part for part in signature.split(" ") if part.startswith("v1,")]
     for key in keys:
         expected = sign(secret=key, msg_id=msg_id, timestamp=timestamp, body=body)
-        if any(hmac.compare_digest(expected, o) for o in offered):
+        if any(_same(expected, o) for o in offered):
             return
     raise WebhookVerificationError("no webhook-signature entry matches")
+
+
+def _same(expected: str, received: str) -> bool:
+    """Constant-time comparison that also copes with non-ASCII junk in a header (as bytes:
+    `hmac.compare_digest` raises TypeError on non-ASCII strings)."""
+    return hmac.compare_digest(expected.encode(), received.encode("utf-8", "surrogatepass"))
 
 
 def _parse(body: bytes) -> dict[str, Any]:
