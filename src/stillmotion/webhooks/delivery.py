@@ -25,7 +25,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError, version
 
@@ -178,15 +178,26 @@ def claim(*, session: Session, settings: Settings, limit: int) -> list[Claimed]:
 
 
 def next_due_in(*, session: Session) -> float | None:
-    """Seconds until the earliest pending delivery is due (≤ 0: now); None when none is."""
-    due = session.scalar(
-        select(func.min(WebhookDelivery.next_attempt_at)).where(WebhookDelivery.state == "pending")
-    )
-    if due is None:
-        return None
-    if due.tzinfo is None:  # aggregates skip the column type on SQLite
-        due = datetime.fromisoformat(str(due)).replace(tzinfo=utcnow().tzinfo)
-    return (due - utcnow()).total_seconds()
+    """Seconds until a pending delivery can be claimed (≤ 0: now); None when none is pending.
+
+    A leased one counts from its lease's end (its sender may have died), not from its due time.
+    """
+    now = utcnow()
+    pending = WebhookDelivery.state == "pending"
+    free = or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now)
+    times = [
+        session.scalar(select(func.min(WebhookDelivery.next_attempt_at)).where(pending, free)),
+        session.scalar(select(func.min(WebhookDelivery.lease_expires_at)).where(pending, ~free)),
+    ]
+    found = [_aware(t) for t in times if t is not None]
+    return (min(found) - now).total_seconds() if found else None
+
+
+def _aware(value: datetime | str) -> datetime:
+    """Aggregates can come back as text or naive datetimes on SQLite; they are UTC."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def send(claimed: Claimed, *, settings: Settings) -> Outcome:
@@ -337,24 +348,28 @@ class DeliveryLoop:
                 self._wake.clear()
 
     def _step(self, pool: ThreadPoolExecutor, concurrency: int) -> float:
-        """Claim what fits, start sending it; return how long to wait before looking again."""
+        """Claim what is due and fits, start sending it; return how long to wait.
+
+        Looking is a read; only when something is due does a (write) claim follow, so idle
+        loops do not take SQLite's write lock every poll.
+        """
+        poll = self.settings.webhook_poll_interval
         with self._lock:
             free = concurrency - self._in_flight
-        if free > 0:
-            with self.db.session(write=True) as session:
-                claimed = claim(session=session, settings=self.settings, limit=free)
-            for item in claimed:
-                with self._lock:
-                    self._in_flight += 1
-                pool.submit(self._deliver, item)
-            if claimed and len(claimed) == free:
-                return 0  # there may be more due right now
-        poll = self.settings.webhook_poll_interval
         if free <= 0:
             return poll  # a finishing send wakes us
         with self.db.session() as session:
             due_in = next_due_in(session=session)
-        return poll if due_in is None else max(0.0, min(poll, due_in))
+        if due_in is None or due_in > 0:
+            return poll if due_in is None else min(poll, due_in)
+        with self.db.session(write=True) as session:
+            claimed = claim(session=session, settings=self.settings, limit=free)
+        for item in claimed:
+            with self._lock:
+                self._in_flight += 1
+            pool.submit(self._deliver, item)
+        # More may be due now; if another process took what was due, do not spin on it.
+        return 0 if claimed else min(poll, 0.05)
 
     def _deliver(self, claimed: Claimed) -> None:
         try:
