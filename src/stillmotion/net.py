@@ -33,6 +33,7 @@ import contextlib
 import ipaddress
 import re
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ __all__ = [
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-USER_AGENT = "stillmotion (+https://github.com/stillmotion)"
+USER_AGENT = "stillmotion"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 # A last label like this makes an inet_aton() spelling (`2130706433`, `0x7f.1`), never a name.
@@ -218,7 +219,7 @@ def post_sync(
     request = _request("POST", target, headers, content, timeout)
     backend = _PinnedBackend(addresses, deadline)
     with (
-        httpcore.ConnectionPool(ssl_context=_ssl_context(), network_backend=backend) as pool,
+        httpcore.ConnectionPool(ssl_context=_ssl_context(target), network_backend=backend) as pool,
         _mapped_errors(),
     ):
         response = pool.handle_request(request)
@@ -382,7 +383,7 @@ async def _async_response(
     """Send `request` to the pinned `addresses`; the response stream is open inside the block."""
     backend = _AsyncPinnedBackend(addresses)
     async with httpcore.AsyncConnectionPool(
-        ssl_context=_ssl_context(), network_backend=backend
+        ssl_context=_ssl_context(request.url), network_backend=backend
     ) as pool:
         with _mapped_errors():
             response = await pool.handle_async_request(request)
@@ -431,9 +432,11 @@ def _header(response: httpcore.Response, name: bytes) -> str | None:
     return None
 
 
-def _ssl_context() -> Any:
-    # Made per request so that SSL_CERT_FILE / SSL_CERT_DIR are honoured as httpx does.
-    return httpx.create_ssl_context()
+def _ssl_context(url: httpx.URL | httpcore.URL) -> ssl.SSLContext | None:
+    """Certificate checks as httpx does them (certifi, or SSL_CERT_FILE / SSL_CERT_DIR); made
+    per request, and only for https, so that a changed environment is honoured."""
+    scheme = url.scheme if isinstance(url.scheme, str) else url.scheme.decode()
+    return httpx.create_ssl_context() if scheme == "https" else None
 
 
 @contextlib.contextmanager

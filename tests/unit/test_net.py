@@ -393,6 +393,27 @@ def test_next_checked_address_when_the_first_refuses(dns: FakeDNS, attempts: lis
     assert attempts == ["127.0.0.3", "127.0.0.2"]
 
 
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+@pytest.mark.parametrize("call", ["fetch", "post", "post_sync"])
+def test_ipv6_when_allowed(call: str, dns: FakeDNS) -> None:
+    dns.add("six.example", ["::1"])
+    with serve("::1", reply(200, b"six")) as server:
+        port = port_of(server)
+        allow = net.parse_networks("::1/128")
+        assert CALLS[call](f"http://[::1]:{port}/", allow_networks=allow).content == b"six"
+        assert CALLS[call](f"http://six.example:{port}/", allow_networks=allow).content == b"six"
+        assert server.requests[0][2]["host"] == f"[::1]:{port}"
+
+
 def hops(handler: BaseHTTPRequestHandler) -> None:
     """`/hop/N` redirects to `/hop/N-1` (relative), `/hop/0` answers."""
     n = int(handler.path.rsplit("/", 1)[1])
