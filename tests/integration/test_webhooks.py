@@ -27,6 +27,7 @@ from stillmotion.webhooks.delivery import (
     SCHEDULE,
     parse_retry_after,
     retry_delay,
+    signing_secrets,
 )
 from stillmotion.webhooks.models import WebhookDelivery
 from tests.support.receivers import WebhookReceiver
@@ -155,6 +156,19 @@ def test_retry_after_accepts_seconds_and_http_dates():
     assert parse_retry_after("Tue, 24 Nov 2026 11:00:00 GMT", now=now) == 0
     for bad in (None, "", "soon", "-5", "1.5e3", "Tue, 99 Nov 2026 12:00:30 GMT"):
         assert parse_retry_after(bad, now=now) is None
+
+
+def test_the_previous_secret_signs_only_during_its_grace_period():
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    account = Account(
+        webhook_secret="whsec_new",
+        webhook_secret_previous="whsec_old",
+        webhook_secret_previous_expires_at=now + timedelta(hours=1),
+    )
+    assert signing_secrets(account, now=now) == ["whsec_new", "whsec_old"]
+    assert signing_secrets(account, now=now + timedelta(hours=2)) == ["whsec_new"]
+    account.webhook_secret_previous_expires_at = None
+    assert signing_secrets(account, now=now) == ["whsec_new"]
 
 
 # -- retries, signatures, the log -----------------------------------------------------------

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError, version
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from stillmotion import net
@@ -288,7 +288,7 @@ def record(
         row.state, row.delivered_at = "delivered", now
         if manual:
             session.execute(
-                DisabledWebhookUrl.__table__.delete().where(
+                delete(DisabledWebhookUrl).where(
                     DisabledWebhookUrl.account_id == row.account_id,
                     DisabledWebhookUrl.url == row.url,
                 )
