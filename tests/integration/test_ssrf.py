@@ -194,6 +194,7 @@ def test_image_url_redirecting_to_loopback_is_refused(client, image_server, coun
     assert [c.connections for c in counters] == [0, 0]
 
 
+@pytest.mark.slow
 def test_webhook_redirect_to_loopback_is_not_followed(client, image_server, counters):
     port = counters[0].port
     target = f"http://127.0.0.1:{port}/hook"
