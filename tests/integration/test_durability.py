@@ -111,3 +111,25 @@ def test_server_killed_mid_render_finishes_after_restart(make_server, image_serv
     with srv.client(key) as client:
         done = _wait(client, gen_id, lambda g: g["status"] != "processing")
     assert done["status"] == "completed", done
+
+
+def test_graceful_shutdown_hands_the_job_back(make_server, image_server):
+    srv = make_server("sqlite", workers=1, env=SLOW_ENV).start()
+    key = srv.create_key("graceful")
+    with srv.client(key) as client:
+        gen_id = _submit(client, image_server.url("/astronaut.jpg"), **SLOW_RENDER)
+        _wait(client, gen_id, lambda g: g["stage"] == "rendering" and g["progress"] > 0.05)
+    srv.stop(signal.SIGTERM)
+    db = Database(srv.database_url)
+    with db.session() as session:
+        row = session.scalar(select(Generation).where(Generation.id == gen_id))
+        # back in the queue at once, not waiting for a lease to expire; the attempt not counted
+        assert (row.status, row.stage, row.lease_owner, row.attempts) == (
+            "processing", "queued", None, 0)
+    srv.start()
+    with srv.client(key) as client:
+        done = _wait(client, gen_id, lambda g: g["status"] != "processing")
+    assert done["status"] == "completed", done
+    with db.session() as session:
+        assert session.scalar(select(Generation.attempts).where(Generation.id == gen_id)) == 1
+    db.dispose()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from stillmotion import errors, net
 from stillmotion.accounts import limits
@@ -59,11 +60,12 @@ async def submit(*, ctx: Context, principal: Principal, request: GenerateRequest
     check_request(request, settings=settings)
     if request.webhook_url:
         # Resolve now so a URL pointing inward is refused before anything is charged.
-        from starlette.concurrency import run_in_threadpool
-
-        await run_in_threadpool(
-            net.check_url, request.webhook_url, allow_networks=settings.networks
-        )
+        try:
+            await run_in_threadpool(
+                net.check_url, request.webhook_url, allow_networks=settings.networks
+            )
+        except net.DeliveryError as exc:
+            raise errors.ValidationFailed(f"webhookUrl: {exc}", field="webhookUrl") from None
     source = await uploads.resolve_source(
         db=ctx.db,
         settings=settings,

@@ -116,6 +116,25 @@ def renew(
     return result.rowcount == 1
 
 
+def release(*, session: Session, generation_id: str, owner: str) -> bool:
+    """Hand a job back to the queue (this worker is shutting down), not counting the attempt."""
+    result = session.execute(
+        update(Generation)
+        .where(
+            Generation.id == generation_id,
+            Generation.lease_owner == owner,
+            Generation.status == "processing",
+        )
+        .values(
+            stage="queued",
+            lease_owner=None,
+            lease_expires_at=None,
+            attempts=Generation.attempts - 1,
+        )
+    )
+    return result.rowcount == 1
+
+
 def complete(
     *,
     session: Session,

@@ -193,6 +193,11 @@ class Worker:
         else:
             log.info("worker %s completed %s", self.name, job.generation_id)
 
+    def _release(self, job: RenderJob) -> None:
+        with self.ctx.db.session(write=True) as session:
+            queue.release(session=session, generation_id=job.generation_id, owner=self.name)
+        log.info("shutting down: %s goes back to the queue", job.generation_id)
+
     def _fail(self, job: RenderJob, code: str, message: str) -> None:
         log.warning("generation %s failed: %s %s", job.generation_id, code, message)
         with self.ctx.db.session(write=True) as session:
@@ -226,7 +231,9 @@ class WorkerPool:
     def notify(self) -> None:
         self.wake.set()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming; a render in progress stops at its next frame and its job goes back
+        to the queue, so the next process to start picks it up at once."""
         self.stop_event.set()
         self.wake.set()
         for t in self.threads:
