@@ -56,7 +56,7 @@ def server(tmp_path_factory):
         database_url=f"sqlite:///{tmp / 'stillmotion.db'}", data_dir=tmp, workers=2
     ).start()
     yield srv
-    srv.stop()
+    srv.close()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -67,7 +67,7 @@ def backend_server(request, tmp_path_factory):
     ).start()
     srv.backend = request.param
     yield srv
-    srv.stop()
+    srv.close()
 
 
 @pytest.fixture
@@ -86,4 +86,4 @@ def make_server(tmp_path, request):
 
     yield make
     for srv in started:
-        srv.stop()
+        srv.close()

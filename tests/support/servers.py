@@ -131,6 +131,7 @@ class StillmotionServer:
             **(env or {}),
         }
         self.proc: subprocess.Popen | None = None
+        self.workers_started: list[subprocess.Popen] = []
         self.log_path = self.data_dir / "server.log"
 
     def start(self) -> StillmotionServer:
@@ -164,6 +165,14 @@ class StillmotionServer:
                 self.proc.wait()
         if getattr(self, "_log", None):
             self._log.close()
+
+    def close(self) -> None:
+        """Stop the server and any worker processes a test left running."""
+        self.stop()
+        for proc in self.workers_started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     def worker_process(self, threads: int = 1) -> subprocess.Popen:
         """A standalone `stillmotion worker` for the same database and storage."""
