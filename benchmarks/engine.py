@@ -26,7 +26,7 @@ from PIL import Image
 from skimage import data
 
 from stillmotion.engine import RenderSpec, render
-from stillmotion.engine.encode import Encoder, pack_i420
+from stillmotion.engine.encode import Encoder
 from stillmotion.engine.metrics import corner_tracks, decode_gray, decode_rgb, roughness
 from stillmotion.engine.render import _Scene
 
@@ -56,7 +56,7 @@ def run_ours(src: Image.Image, out: Path, *, width: int, height: int, seconds: i
 def prerender(src: Image.Image, *, width: int, height: int, seconds: int) -> list[np.ndarray]:
     spec = RenderSpec(duration=seconds, width=width, height=height, camera=_zoom_camera())
     scene = _Scene(np.asarray(src), spec, width, height)
-    return [pack_i420(*scene.frame(i)) for i in range(scene.frames)]
+    return [scene.frame(i) for i in range(scene.frames)]
 
 
 def run_floor(frames: list[np.ndarray], out: Path, *, width: int, height: int) -> float:

@@ -33,6 +33,16 @@ _BT709 = 1
 _RANGE_TV = 1
 
 
+def i420_planes(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y', Cb and Cr planes inside an (H*3/2, W) I420 buffer (writable)."""
+    height = buf.shape[0] * 2 // 3
+    width = buf.shape[1]
+    quarter = (height // 2) * (width // 2)
+    flat = buf[height:].reshape(-1)
+    shape = (height // 2, width // 2)
+    return buf[:height], flat[:quarter].reshape(shape), flat[quarter:].reshape(shape)
+
+
 def rgb_to_ycbcr(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """BT.709 limited-range Y' (HxW) and Cb/Cr at half size ((H/2)x(W/2)x2), uint8.
 
@@ -48,11 +58,9 @@ def pack_i420(y: np.ndarray, chroma: np.ndarray) -> np.ndarray:
     """Stack a Y' plane and interleaved half-size Cb/Cr into the (H*3/2, W) I420 layout."""
     height, width = y.shape
     out = np.empty((height * 3 // 2, width), np.uint8)
-    out[:height] = y
-    quarter = (height // 2) * (width // 2)
-    flat = out[height:].reshape(-1)
-    flat[:quarter] = chroma[..., 0].reshape(-1)
-    flat[quarter:] = chroma[..., 1].reshape(-1)
+    py, pb, pr = i420_planes(out)
+    py[:] = y
+    cv2.split(chroma, [pb, pr])
     return out
 
 
@@ -129,7 +137,8 @@ class Encoder:
             raise
 
     def write_i420(self, planes: np.ndarray) -> None:
-        frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        # No copy: libx264 copies the picture into its own buffers during `encode`.
+        frame = av.VideoFrame.from_numpy_buffer(planes, format="yuv420p")
         frame.colorspace = _BT709
         frame.color_range = _RANGE_TV
         frame.pts = self.frames

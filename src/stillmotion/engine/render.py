@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from stillmotion.engine import framing, motion
-from stillmotion.engine.encode import Encoder, pack_i420, rgb_to_ycbcr, ycbcr_to_rgb
+from stillmotion.engine.encode import Encoder, i420_planes, rgb_to_ycbcr, ycbcr_to_rgb
 from stillmotion.engine.errors import EngineError, InvalidImage, RenderCancelled
 
 VERSIONS = ("gen-2", "gen-3", "gen-4")
@@ -186,7 +186,8 @@ class _Scene:
         self.source = np.ascontiguousarray(rgb)
         # Frames are warped directly in Y'CbCr: the conversion happens once, here, and the
         # chroma planes are warped at half size, which halves the per-frame work.
-        self.src_y, self.src_c = rgb_to_ycbcr(self.source)
+        self.src_y, chroma = rgb_to_ycbcr(self.source)
+        self.src_cb, self.src_cr = (np.ascontiguousarray(p) for p in cv2.split(chroma))
         self.src_h, self.src_w = self.src_y.shape
         self.extras: dict = {}
         if self.remapped:
@@ -325,18 +326,19 @@ class _Scene:
             out_h=self.height,
         )
 
-    def _warp(self, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _warp(self, m: np.ndarray, out: np.ndarray) -> None:
+        """Warp the source planes through `m` into the I420 buffer `out`."""
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         border = cv2.BORDER_REFLECT101
-        y = cv2.warpAffine(self.src_y, m, (self.width, self.height), flags=flags, borderMode=border)
+        y, cb, cr = i420_planes(out)
+        size, half = (self.width, self.height), (self.width // 2, self.height // 2)
+        cv2.warpAffine(self.src_y, m, size, dst=y, flags=flags, borderMode=border)
         # Chroma pixel c sits at luma 2c + 0.5 in both the source and the output.
         a = m[:, :2]
         tc = (a @ np.array([0.5, 0.5]) + m[:, 2] - 0.5) / 2
         mc = np.hstack([a, tc[:, None]])
-        c = cv2.warpAffine(
-            self.src_c, mc, (self.width // 2, self.height // 2), flags=flags, borderMode=border
-        )
-        return y, c
+        cv2.warpAffine(self.src_cb, mc, half, dst=cb, flags=flags, borderMode=border)
+        cv2.warpAffine(self.src_cr, mc, half, dst=cr, flags=flags, borderMode=border)
 
     def _travel(self, m0: np.ndarray, m1: np.ndarray) -> float:
         """Largest movement, in output pixels, of a frame corner between two views."""
@@ -348,31 +350,37 @@ class _Scene:
         scale = math.sqrt(abs(np.linalg.det(m0[:, :2])))
         return float(np.abs(a - b).max() / max(scale, 1e-9))
 
-    def frame(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Frame `i` as Y' (HxW) and half-size Cb/Cr planes, motion-blurred when it moves."""
+    def frame(self, i: int) -> np.ndarray:
+        """Frame `i` as an I420 buffer ((H*3/2) x W), motion-blurred when it moves fast."""
+        out = np.empty((self.height * 3 // 2, self.width), np.uint8)
         if self.remapped:
-            return rgb_to_ycbcr(self.frame_rgb(i))
-        dt = self.time_of(1) - self.time_of(0)
+            y, cb, cr = i420_planes(out)
+            ycc, chroma = rgb_to_ycbcr(self.frame_rgb(i))
+            y[:] = ycc
+            cv2.split(chroma, [cb, cr])
+            return out
         t = self.time_of(i)
-        m = self.matrix(t)
+        samples = self._blur_samples(t)
+        if len(samples) == 1:
+            self._warp(self.matrix(samples[0]), out)
+            return out
+        acc = np.zeros(out.shape, np.float32)
+        for tk in samples:
+            self._warp(self.matrix(tk), out)
+            cv2.add(acc, out, dst=acc, dtype=cv2.CV_32F)
+        return cv2.convertScaleAbs(acc, alpha=1.0 / len(samples))
+
+    def _blur_samples(self, t: float) -> list[float]:
+        """Times to average for the frame at `t`: one, or several across a 180° shutter when
+        the picture travels far enough within it for the blur to show."""
         if not self.motion_blur:
-            return self._warp(m)
-        half = 0.5 * _SHUTTER * dt
-        m_a, m_b = self.matrix(t - half), self.matrix(t + half)
-        n = min(_MAX_BLUR_SAMPLES, max(1, math.ceil(self._travel(m_a, m_b) / _BLUR_STEP_PX)))
+            return [t]
+        half = 0.5 * _SHUTTER * (self.time_of(1) - self.time_of(0))
+        travel = self._travel(self.matrix(t - half), self.matrix(t + half))
+        n = min(_MAX_BLUR_SAMPLES, max(1, math.ceil(travel / _BLUR_STEP_PX)))
         if n == 1:
-            return self._warp(m)
-        acc_y = np.zeros((self.height, self.width), np.float32)
-        acc_c = np.zeros((self.height // 2, self.width // 2, 2), np.float32)
-        for k in range(n):
-            tk = t - half + (2 * half) * (k + 0.5) / n
-            y, c = self._warp(self.matrix(tk))
-            cv2.add(acc_y, y, dst=acc_y, dtype=cv2.CV_32F)
-            cv2.add(acc_c, c, dst=acc_c, dtype=cv2.CV_32F)
-        return (
-            cv2.convertScaleAbs(acc_y, alpha=1.0 / n),
-            cv2.convertScaleAbs(acc_c, alpha=1.0 / n),
-        )
+            return [t]
+        return [t - half + (2 * half) * (k + 0.5) / n for k in range(n)]
 
 
 def render(
@@ -412,11 +420,10 @@ def render(
             for i in range(total):
                 if stop.is_set():
                     return
-                y, c = scene.frame(i)
+                planes = scene.frame(i)
                 if i == 0 and poster_tmp is not None:
-                    poster = ycbcr_to_rgb(y, c[..., 0], c[..., 1])
+                    poster = ycbcr_to_rgb(*i420_planes(planes))
                     Image.fromarray(poster).save(poster_tmp, format="JPEG", quality=90)
-                planes = pack_i420(y, c)
                 while not stop.is_set():
                     try:
                         q.put(planes, timeout=0.1)
