@@ -538,6 +538,47 @@ def test_worker_killed_between_completion_and_delivery_loses_no_webhook(
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_worker_killed_mid_attempt_sends_again_once_its_lease_runs_out(
+    make_server, image_server, backend
+):
+    srv = make_server(
+        backend,
+        workers=0,
+        env={
+            "STILLMOTION_WEBHOOK_POLL_INTERVAL": "0.1",
+            "STILLMOTION_WEBHOOK_TIMEOUT_SECONDS": "1.5",
+            "STILLMOTION_WEBHOOK_LEASE_SECONDS": "2",  # raised to timeout + 5 s: 6.5 s
+        },
+    ).start()
+    key = srv.create_key("mid-attempt")
+    receiver = WebhookReceiver(delay=1.0)  # the first answer comes after its sender is dead
+    first = second = None
+    try:
+        with srv.client(key) as client:
+            gen_id = submit(client, image_server.url("/astronaut-small.jpg"), receiver.url())
+            first = srv.worker_process()
+            receiver.wait_for_arrival(1, timeout=120)
+            killed_at = time.monotonic()
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            receiver.delay = 0
+            second = srv.worker_process()
+            got = receiver.wait_for(2, timeout=60)
+            done = wait_delivery(client, gen_id, lambda d: d["state"] == "delivered")
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+        receiver.close()
+    # At least once: the receiver saw the event twice with one webhook-id (dedupe on it), and
+    # the second sender waited for the dead one's lease instead of sending at once.
+    assert [r.headers["webhook-id"] for r in got] == [done["id"]] * 2
+    assert got[1].at - killed_at >= 6.5 - 1.5
+    assert statuses(done) == [200] and done["attemptCount"] == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_two_delivery_loops_never_send_one_attempt_twice(make_server, backend):
     srv = make_server(backend, workers=0, env={"STILLMOTION_WEBHOOK_POLL_INTERVAL": "0.05"}).start()
     srv.create_key("racing")

@@ -48,6 +48,7 @@ class WebhookReceiver:
         self.down_for = down_for
         self.delay = delay
         self.requests: list[Received] = []
+        self.arrivals = 0  # requests whose headers arrived, answered or not yet
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._httpd: ThreadingHTTPServer | None = None
@@ -88,17 +89,25 @@ class WebhookReceiver:
     close = down
 
     def wait_for(self, count: int, timeout: float = 60) -> list[Received]:
-        """Block until `count` requests arrived; return them all."""
+        """Block until `count` requests were answered; return them all."""
+        self._wait(lambda: len(self.requests) >= count, f"{count} answered requests", timeout)
+        return list(self.requests)
+
+    def wait_for_arrival(self, count: int, timeout: float = 60) -> None:
+        """Block until `count` requests arrived (a slow answer may still be pending)."""
+        self._wait(lambda: self.arrivals >= count, f"{count} arrivals", timeout)
+
+    def _wait(self, done, what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         with self._changed:
-            while len(self.requests) < count:
+            while not done():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError(
-                        f"receiver got {len(self.requests)} requests, expected {count}"
+                        f"waited for {what}; got {self.arrivals} arrivals, "
+                        f"{len(self.requests)} answered"
                     )
                 self._changed.wait(left)
-            return list(self.requests)
 
     # -- serving --------------------------------------------------------------------------
 
@@ -115,6 +124,9 @@ class WebhookReceiver:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                with receiver._changed:
+                    receiver.arrivals += 1
+                    receiver._changed.notify_all()
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 with receiver._changed:
