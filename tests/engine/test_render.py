@@ -6,8 +6,10 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -89,8 +91,13 @@ def test_decoded_colours_match_the_source(tmp_path, chelsea):
     for frame in (frames[0], frames[-1]):
         error = np.abs(frame.astype(np.float32) - source)
         assert error.mean() <= 2.0, error.mean()
-        # no colour cast: each channel's average is preserved
+        # no colour cast: each channel's average is preserved, and so is every patch's colour
         assert np.abs((frame.astype(np.float32) - source).mean(axis=(0, 1))).max() <= 1.0
+        patches = [
+            cv2.resize(a, (w // 8, h // 8), interpolation=cv2.INTER_AREA)
+            for a in (frame.astype(np.float32), source)
+        ]
+        assert np.abs(patches[0] - patches[1]).mean() <= 1.0
 
 
 def test_progress_rises_to_one_through_rendering_then_encoding(tmp_path, astronaut):
@@ -220,3 +227,28 @@ def test_positive_roll_turns_the_picture_counter_clockwise(tmp_path, chelsea):
         # with y pointing down, an on-screen counter-clockwise turn has m[1,0] < 0 < m[0,1]
         angle += float(np.arctan2(m[0, 1] - m[1, 0], m[0, 0] + m[1, 1]))
     assert np.degrees(angle) == pytest.approx(6 * 1.5, rel=0.25)
+
+
+def test_fast_moves_get_motion_blur_along_the_motion(tmp_path, chelsea):
+    out = tmp_path / "whip.mp4"
+    spec = RenderSpec(
+        duration=1, width=300, height=200, camera={"pan": 10}, motion_intensity="high"
+    )
+    result = render(chelsea, spec, out)
+    assert result.plan["motionBlurSamples"] > 1
+    # The same frame with and without the shutter: blur smears along the motion only.
+    scene = sys.modules["stillmotion.engine.render"]._Scene(np.asarray(chelsea), spec, 300, 200)
+    mid = scene.frames // 2
+    blurred = scene.frame(mid)[:200].astype(np.float32)
+    scene.motion_blur = False
+    sharp = scene.frame(mid)[:200].astype(np.float32)
+
+    def energy(y: np.ndarray, axis: int) -> float:
+        return float(np.abs(np.diff(y, axis=axis)).mean())
+
+    along = energy(blurred, 1) / energy(sharp, 1)
+    across = energy(blurred, 0) / energy(sharp, 0)
+    assert along < 0.9 and along < across - 0.03, (along, across)
+    slow = render(chelsea, RenderSpec(duration=2, width=300, height=200, prompt="slow push in"),
+                  tmp_path / "slow.mp4")  # fmt: skip
+    assert slow.plan["motionBlurSamples"] == 1

@@ -192,6 +192,9 @@ class _Scene:
         self.extras: dict = {}
         if self.remapped:
             self._setup_remap(spec, canvas_box=self.framing.subject, canvas_size=(cw, ch))
+        self.extras["motionBlurSamples"] = max(
+            len(self._blur_samples(self.time_of(i))) for i in range(self.frames)
+        )
 
     def _setup_remap(self, spec: RenderSpec, *, canvas_box, canvas_size) -> None:
         """Layers, brush and ambient fields for the remap path (gen-4, or a brushed gen-3)."""
