@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field("", description="Shared rate-limit counters when set.")
     read_limit_per_minute: int = Field(600, ge=1)
+    auth_cache_seconds: float = Field(
+        1.0, ge=0, description="How long a checked API key is trusted without a lookup."
+    )
     # Queue
     lease_seconds: float = Field(
         30.0, gt=0, description="A claimed job is re-claimable after this."

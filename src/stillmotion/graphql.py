@@ -107,7 +107,7 @@ async def graphql(request: Request) -> Response:
     variables = payload.get("variables") or {}
     if not isinstance(variables, dict):
         raise errors.BadRequest('"variables" must be a JSON object')
-    principal = await run_in_threadpool(authenticate, request)
+    principal = await authenticate(request)
     ctx = request.app.state.ctx
     limiter = request.app.state.limiter
     operation = classify(payload["query"], payload.get("operationName"))

@@ -3,6 +3,7 @@ refunded exactly once, the ledger always sums to the balance."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from tests.support.servers import StillmotionServer
+from tests.support.servers import StillmotionServer, photo_bytes
 
 GENERATE = """
 mutation Generate($input: GenerateInput!) {
@@ -173,21 +174,25 @@ def test_cancel_refunds_exactly_once_under_concurrent_cancels(srv, image_server)
 def test_failed_jobs_are_refunded_once(srv, image_server):
     key = srv.create_key(f"fail-{uuid.uuid4().hex[:6]}", plan="pro", credits=100)
     with srv.client(key) as client:
+        # A photograph no other test uses, so its stored copy is this test's alone.
+        body = _body(image_server, imageUrl=image_server.url("/chelsea.jpg"))
         ids = [
-            client.post("/v1/image_to_video", json=_body(image_server)).json()["data"][
-                "imagevideo"
-            ]["id"]
+            client.post("/v1/image_to_video", json=body).json()["data"]["imagevideo"]["id"]
             for _ in range(2)
         ]
         assert _account(client)["creditBalance"] == 100 - 2 * COST
-        # A worker whose render deadline has always passed: every job it takes fails (TIMEOUT).
-        worker = _worker(srv, STILLMOTION_RENDER_TIMEOUT_SECONDS="0.001")
+        # The stored source goes bad before any worker runs: every render of it fails.
+        digest = hashlib.sha256(photo_bytes("chelsea")).hexdigest()
+        stored = srv.data_dir / "media" / "sources" / f"{digest}.jpg"
+        assert stored.exists()
+        stored.write_bytes(b"\xff\xd8\xff" + b"not a JPEG any more" * 100)
+        worker = _worker(srv)
         try:
             finished = [_wait_finished(client, gen_id) for gen_id in ids]
         finally:
             _stop(worker)
-        assert [g["status"] for g in finished] == ["failed", "failed"]
-        assert {g["error"]["code"] for g in finished} == {"TIMEOUT"}
+        assert [g["status"] for g in finished] == ["failed", "failed"], finished
+        assert all(g["error"]["code"] for g in finished)
         # Cancelling a failed job changes nothing.
         assert client.delete(f"/v1/image_to_video/{ids[0]}").status_code == 409
         assert _account(client)["creditBalance"] == 100
