@@ -99,6 +99,14 @@ def statuses(delivery: dict) -> list[int | None]:
     return [a["statusCode"] for a in delivery["attempts"]]
 
 
+def stop(*procs) -> None:
+    """SIGTERM the worker processes that are still running, and wait for them."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+
+
 def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -527,10 +535,7 @@ def test_worker_killed_between_completion_and_delivery_loses_no_webhook(
             (req,) = receiver.wait_for(1, timeout=60)
             done = wait_delivery(client, gen_id, lambda d: d["state"] == "delivered")
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(30)
+        stop(first, second)
         receiver.close()
     assert req.headers["webhook-id"] == done["id"] == tried["id"]
     assert json.loads(req.body)["id"] == gen_id
@@ -566,10 +571,7 @@ def test_worker_killed_mid_attempt_sends_again_once_its_lease_runs_out(
             got = receiver.wait_for(2, timeout=60)
             done = wait_delivery(client, gen_id, lambda d: d["state"] == "delivered")
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(30)
+        stop(first, second)
         receiver.close()
     # At least once: the receiver saw the event twice with one webhook-id (dedupe on it), and
     # the second sender waited for the dead one's lease instead of sending at once.
@@ -604,9 +606,7 @@ def test_two_delivery_loops_never_send_one_attempt_twice(make_server, backend):
             time.sleep(1.0)  # room for a duplicate to show up
             got = list(receiver.requests)
         finally:
-            for proc in workers:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(30)
+            stop(*workers)
         with db.session() as session:
             rows = session.scalars(select(WebhookDelivery).where(WebhookDelivery.id.in_(ids))).all()
     finally:
