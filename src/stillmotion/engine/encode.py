@@ -43,6 +43,11 @@ def i420_planes(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return buf[:height], flat[:quarter].reshape(shape), flat[quarter:].reshape(shape)
 
 
+def rgb_to_ycc444(rgb: np.ndarray) -> np.ndarray:
+    """BT.709 limited-range Y'CbCr at full resolution (HxWx3 uint8), for resampling."""
+    return cv2.transform(rgb, _MATRIX)
+
+
 def rgb_to_ycbcr(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """BT.709 limited-range Y' (HxW) and Cb/Cr at half size ((H/2)x(W/2)x2), uint8.
 

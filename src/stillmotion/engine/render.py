@@ -22,7 +22,13 @@ import numpy as np
 from PIL import Image
 
 from stillmotion.engine import framing, motion
-from stillmotion.engine.encode import Encoder, i420_planes, rgb_to_ycbcr, ycbcr_to_rgb
+from stillmotion.engine.encode import (
+    Encoder,
+    i420_planes,
+    rgb_to_ycbcr,
+    rgb_to_ycc444,
+    ycbcr_to_rgb,
+)
 from stillmotion.engine.errors import EngineError, InvalidImage, RenderCancelled
 
 VERSIONS = ("gen-2", "gen-3", "gen-4")
@@ -174,21 +180,32 @@ class _Scene:
         cap_w = max(need_w, width * supersample * min(zooms))
         limit = min(_MAX_WORKING_SIDE, _MAX_WORKING_SIDE * cw / ch)
         target_w = min(cap_w if cw > cap_w else need_w if cw < need_w else cw, limit)
+        size = (cw // 2 * 2, ch // 2 * 2)  # even sides: chroma lines up with luma exactly
         if abs(cw - target_w) > 0.01 * target_w:
             f = target_w / cw
-            canvas = cv2.resize(
-                canvas,
-                (max(2, round(cw * f)), max(2, round(ch * f))),
-                interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LANCZOS4,
+            size = (max(2, round(cw * f / 2) * 2), max(2, round(ch * f / 2) * 2))
+        resample = cv2.INTER_AREA if size[0] < cw else cv2.INTER_LANCZOS4
+        kept = size == (cw // 2 * 2, ch // 2 * 2)
+        self.src_w, self.src_h = size
+        if self.remapped:
+            self.source = (
+                np.ascontiguousarray(canvas[: size[1], : size[0]])
+                if kept
+                else cv2.resize(canvas, size, interpolation=resample)
             )
-        # Even sides, so the half-size chroma source lines up with the luma exactly.
-        rgb = canvas[: canvas.shape[0] // 2 * 2, : canvas.shape[1] // 2 * 2]
-        self.source = np.ascontiguousarray(rgb)
-        # Frames are warped directly in Y'CbCr: the conversion happens once, here, and the
-        # chroma planes are warped at half size, which halves the per-frame work.
-        self.src_y, chroma = rgb_to_ycbcr(self.source)
-        self.src_cb, self.src_cr = (np.ascontiguousarray(p) for p in cv2.split(chroma))
-        self.src_h, self.src_w = self.src_y.shape
+        elif kept:
+            # Frames are warped directly in Y'CbCr: the conversion happens once, here, and the
+            # chroma planes are warped at half size, which halves the per-frame work.
+            self.src_y, chroma = rgb_to_ycbcr(np.ascontiguousarray(canvas[: size[1], : size[0]]))
+            self.src_cb, self.src_cr = (np.ascontiguousarray(p) for p in cv2.split(chroma))
+        else:
+            # Resample the planes rather than the RGB (half the work): Y' at full size, Cb/Cr
+            # straight to half size.
+            y, cb, cr = cv2.split(rgb_to_ycc444(canvas))
+            half = (size[0] // 2, size[1] // 2)
+            self.src_y = cv2.resize(y, size, interpolation=resample)
+            self.src_cb = cv2.resize(cb, half, interpolation=resample)
+            self.src_cr = cv2.resize(cr, half, interpolation=resample)
         self.extras: dict = {}
         if self.remapped:
             self._setup_remap(spec, canvas_box=self.framing.subject, canvas_size=(cw, ch))
