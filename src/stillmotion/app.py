@@ -84,10 +84,10 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
             deliveries = DeliveryLoop(db, settings)
             deliveries.start()
         yield
+        if pool is not None:
+            pool.stop()  # first: a running render goes back to the queue at once
         if deliveries is not None:
             deliveries.stop()
-        if pool is not None:
-            pool.stop()
         db.dispose()
 
     app = FastAPI(

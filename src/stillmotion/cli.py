@@ -137,8 +137,8 @@ def worker(
     pool.start()
     deliveries.start()
     stop.wait()
+    pool.stop()  # first: a running render goes back to the queue at once
     deliveries.stop()
-    pool.stop()
 
 
 @app.command()
