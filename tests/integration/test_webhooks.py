@@ -449,6 +449,25 @@ def test_cancelled_generation_sends_its_event(client, image_server):
     assert payload["url"] is None and payload["id"] == gen_id
 
 
+def test_failed_generation_sends_its_event_with_the_error(make_server, image_server):
+    srv = make_server("sqlite", workers=1, env={"STILLMOTION_RENDER_TIMEOUT_SECONDS": "0.5"})
+    srv.start()
+    key = srv.create_key("failing")
+    receiver = WebhookReceiver()
+    try:
+        with srv.client(key) as client:
+            gen_id = submit(client, image_server.url("/astronaut.jpg"), receiver.url(), duration=8)
+            gen = wait_finished(client, gen_id)
+            (req,) = receiver.wait_for(1)
+            payload = webhooks.verify(req.body, req.headers, secret=secret_of(client))
+    finally:
+        receiver.close()
+    assert gen["status"] == "failed", gen
+    assert payload["event"] == "generation.failed" and payload["status"] == "failed"
+    assert payload["error"] == gen["error"] and payload["error"]["code"] == "TIMEOUT"
+    assert payload["url"] is None and payload["id"] == gen_id
+
+
 def test_account_webhook_url_is_checked_set_and_cleared(client):
     receiver = WebhookReceiver()
     receiver.close()
