@@ -33,6 +33,7 @@ def _setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _settings():
@@ -95,11 +96,12 @@ def serve(
     _migrate(settings)
     key = _first_key(settings)
     if key:
-        console.print(
-            "[bold green]First start:[/bold green] created account [bold]default[/bold] "
-            "(plan pro, 1000 credits) with this admin API key, shown only once:\n"
-            f"  [bold]{key}[/bold]\n"
-            f"Try: curl -H 'Authorization: Bearer {key}' http://{host}:{port}/v1/account"
+        # Plain print: a key must never be wrapped or styled into something a paste breaks.
+        print(
+            "First start: created account 'default' (plan pro, 1000 credits) with this admin "
+            f"API key, shown only once:\n\n    {key}\n\n"
+            f"Try: curl -H 'Authorization: Bearer {key}' http://{host}:{port}/v1/account\n",
+            flush=True,
         )
     uvicorn.run(
         create_app(settings, workers=workers),
