@@ -18,7 +18,6 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 from graphql import FieldNode, GraphQLError, OperationDefinitionNode, print_ast
 from graphql import parse as parse_graphql
-from starlette.concurrency import run_in_threadpool
 from strawberry.http.ides import get_graphql_ide_html
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
@@ -115,8 +114,8 @@ async def graphql(request: Request) -> Response:
     if operation.creates:
         # Creates count in their resolvers, after the idempotency check; until then the
         # response reports the create window as it stands.
-        plan = await run_in_threadpool(
-            limits.account_limits, db=ctx.db, account_id=principal.account_id
+        plan = await limits.plan_limits(
+            state=request.app.state, db=ctx.db, account_id=principal.account_id
         )
         await limits.peek_create(
             limiter=limiter, scope=request.scope, principal=principal, limits=plan

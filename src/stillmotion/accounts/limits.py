@@ -34,6 +34,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stillmotion import errors
@@ -169,6 +170,24 @@ def account_limits(*, db, account_id: str) -> Limits:
         if account is None:
             raise errors.NotFound("no such account")
         return limits_for(account)
+
+
+async def plan_limits(*, state, db, account_id: str, ttl: float = 1.0) -> Limits:
+    """`account_limits`, remembered for `ttl` seconds per process (a plan change takes effect
+    within a second; the daily cap is always read in the charging transaction)."""
+    cache: dict[str, tuple[float, Limits]] = state.__dict__.setdefault("_plan_limits", {})
+    now = time.monotonic()
+    hit = cache.get(account_id)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    if db.is_sqlite:  # a local read: cheaper on the loop than a thread hop
+        result = account_limits(db=db, account_id=account_id)
+    else:
+        result = await run_in_threadpool(account_limits, db=db, account_id=account_id)
+    if len(cache) >= 10_000:
+        cache.clear()
+    cache[account_id] = (now + ttl, result)
+    return result
 
 
 async def check_read(*, limiter: RateLimiter, scope: Scope, principal) -> Decision:

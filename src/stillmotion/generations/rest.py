@@ -53,8 +53,8 @@ def _wrap(data: dict[str, Any]) -> dict[str, Any]:
 async def create(request: Request, ctx: ContextDep, principal: CreatePrincipal) -> Response:
     raw = await request.body()
     limiter = request.app.state.limiter
-    plan = await run_in_threadpool(
-        limits.account_limits, db=ctx.db, account_id=principal.account_id
+    plan = await limits.plan_limits(
+        state=request.app.state, db=ctx.db, account_id=principal.account_id
     )
 
     async def handle() -> Response:
@@ -90,7 +90,10 @@ async def _create(request: Request, ctx, principal, raw: bytes) -> Response:
     gen_request = parse_request(body)
     gen = await service.submit(ctx=ctx, principal=principal, request=gen_request)
     request.app.state.notify_workers()
-    payload = await run_in_threadpool(_view, ctx, gen.id, principal)
+    if ctx.db.is_sqlite:  # CPU in this process: no thread hop (see `read`)
+        payload = _view(ctx, gen.id, principal)
+    else:
+        payload = await run_in_threadpool(_view, ctx, gen.id, principal)
     return Response(
         content=json.dumps(_wrap(payload)),
         status_code=202,
