@@ -88,8 +88,10 @@ class Worker:
         self.ctx = ctx
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.wake = wake or threading.Event()
+        self.stopping = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
+        self.stopping = stop
         log.info("worker %s started", self.name)
         while not stop.is_set():
             try:
@@ -149,10 +151,12 @@ class Worker:
                         job,
                         workdir=Path(tmp),
                         on_progress=heartbeat.report,
-                        should_cancel=heartbeat.lost.is_set,
+                        should_cancel=lambda: heartbeat.lost.is_set() or self.stopping.is_set(),
                     )
                 except Cancelled:
-                    if heartbeat.timed_out:
+                    if self.stopping.is_set() and not heartbeat.lost.is_set():
+                        self._release(job)
+                    elif heartbeat.timed_out:
                         self._fail(job, "TIMEOUT", "the render took longer than allowed")
                     else:
                         log.info("render of %s stopped: cancelled or lost", job.generation_id)
