@@ -62,6 +62,38 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class CatchAll:
+    """Answer an unexpected error with the §6 500 body and keep the connection usable.
+
+    (A handler for `Exception` would run in Starlette's outermost middleware, which re-raises
+    after answering, so the server then drops the keep-alive connection.)
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            log.error(
+                "unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc
+            )
+            if started:
+                raise
+            await error_response(errors.InternalError())(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, *, workers: int | None = None) -> FastAPI:
     settings = settings or get_settings()
     db = Database(settings.resolved_database_url)
@@ -125,11 +157,6 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
         err.status, err.code = exc.status_code, code
         return JSONResponse(err.body(), status_code=exc.status_code)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(errors.InternalError())
-
     from stillmotion.accounts.rest import router as accounts_router
     from stillmotion.generations.rest import router as generations_router
     from stillmotion.graphql import router as graphql_router
@@ -172,4 +199,5 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
         BodyLimit, default=settings.max_body_bytes, uploads=settings.max_image_bytes + 1024 * 1024
     )
     app.add_middleware(RateLimitHeaders)
+    app.add_middleware(CatchAll)
     return app

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse
 from graphql import FieldNode, GraphQLError, OperationDefinitionNode, print_ast
 from graphql import parse as parse_graphql
 from strawberry.http.ides import get_graphql_ide_html
+from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
@@ -50,10 +51,21 @@ class Schema(strawberry.Schema):
                 log.error("GraphQL resolver failed", exc_info=original)
 
 
+SCALARS = {
+    generations_gql.BigInt: strawberry.scalar(
+        name="BigInt",
+        description="An integer beyond GraphQL's 32 bits (seeds: 0 … 2^32−1)",
+        serialize=int,
+        parse_value=int,
+    )
+}
+
+
 def build_schema() -> Schema:
     return Schema(
         query=merge_types("Query", tuple(QUERIES)),
         mutation=merge_types("Mutation", tuple(MUTATIONS)),
+        config=StrawberryConfig(scalar_map=SCALARS),
     )
 
 

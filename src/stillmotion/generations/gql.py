@@ -7,7 +7,7 @@ functions as REST; the generation type is built from the same `to_api` dict.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Any, NewType
 
 import strawberry
 from starlette.concurrency import run_in_threadpool
@@ -18,13 +18,8 @@ from stillmotion.generations import service
 from stillmotion.generations.schemas import parse_request
 from stillmotion.generations.views import to_api
 
-BigInt = strawberry.scalar(
-    int,
-    name="BigInt",
-    description="An integer beyond GraphQL's 32 bits (seeds: 0 … 2^32−1)",
-    serialize=int,
-    parse_value=int,
-)
+# GraphQL's Int is 32-bit; seeds go to 2^32−1. The scalar itself is declared in graphql.py.
+BigInt = NewType("BigInt", int)
 
 
 @strawberry.enum
