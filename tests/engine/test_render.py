@@ -252,3 +252,9 @@ def test_fast_moves_get_motion_blur_along_the_motion(tmp_path, chelsea):
     slow = render(chelsea, RenderSpec(duration=2, width=300, height=200, prompt="slow push in"),
                   tmp_path / "slow.mp4")  # fmt: skip
     assert slow.plan["motionBlurSamples"] == 1
+
+
+def test_encoder_settings_are_checked(tmp_path, astronaut):
+    for bad in (RenderSpec(crf=60), RenderSpec(preset="warp-speed")):
+        with pytest.raises(ValueError):
+            render(astronaut, bad, tmp_path / "x.mp4")

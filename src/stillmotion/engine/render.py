@@ -13,10 +13,12 @@ import math
 import os
 import queue
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 from PIL import Image
@@ -45,6 +47,8 @@ _SHUTTER = 0.5  # of the frame interval (a 180° shutter)
 _BLUR_STEP_PX = 2.0  # one motion-blur sample per this many pixels of travel within the shutter
 _MAX_BLUR_SAMPLES = 5
 _QUEUE_DEPTH = 4
+_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+            "veryslow", "placebo")  # fmt: skip
 _RENDER_SHARE = 0.97  # of the progress bar; the rest is the encoder's flush
 
 
@@ -108,6 +112,10 @@ def _check_spec(spec: RenderSpec) -> tuple[int, int]:
         raise ValueError("width and height must be even and at least 16")
     if spec.camera is not None:
         motion.validate_camera(spec.camera)
+    if not 0 <= spec.crf <= 51:
+        raise ValueError("crf must be 0 … 51")
+    if spec.preset not in _PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(_PRESETS)}")
     return width, height
 
 
@@ -425,11 +433,12 @@ def render(
     rgb = np.asarray(image.convert("RGB"))
     scene = _Scene(rgb, spec, width, height)
     output_path = Path(output_path)
-    tmp = output_path.with_name(f".{output_path.name}.{os.getpid()}.part")
+    token = uuid.uuid4().hex[:12]  # renders may run side by side in one process
+    tmp = output_path.with_name(f".{output_path.name}.{token}.part")
     poster_tmp = None
     if poster_path is not None:
         poster_path = Path(poster_path)
-        poster_tmp = poster_path.with_name(f".{poster_path.name}.{os.getpid()}.part")
+        poster_tmp = poster_path.with_name(f".{poster_path.name}.{token}.part")
     total = scene.frames
     q: queue.Queue = queue.Queue(maxsize=_QUEUE_DEPTH)
     fraction = 0.0
@@ -456,29 +465,32 @@ def render(
     worker = threading.Thread(target=produce, name="stillmotion-render", daemon=True)
     done = False
     try:
-        encoder = Encoder(
-            tmp, width=width, height=height, fps=spec.fps, crf=spec.crf, preset=spec.preset
-        )
         try:
-            worker.start()
-            for i in range(total):
+            encoder = Encoder(
+                tmp, width=width, height=height, fps=spec.fps, crf=spec.crf, preset=spec.preset
+            )
+            try:
+                worker.start()
+                for i in range(total):
+                    if should_cancel is not None and should_cancel():
+                        raise RenderCancelled("render cancelled")
+                    item = q.get()
+                    if isinstance(item, BaseException):
+                        raise EngineError(f"frame {i} failed: {item}") from item
+                    encoder.write_i420(item)
+                    fraction = _RENDER_SHARE * (i + 1) / total
+                    if on_progress is not None:
+                        on_progress(fraction, "rendering")
                 if should_cancel is not None and should_cancel():
                     raise RenderCancelled("render cancelled")
-                item = q.get()
-                if isinstance(item, BaseException):
-                    raise EngineError(f"frame {i} failed: {item}") from item
-                encoder.write_i420(item)
-                fraction = _RENDER_SHARE * (i + 1) / total
                 if on_progress is not None:
-                    on_progress(fraction, "rendering")
-            if should_cancel is not None and should_cancel():
-                raise RenderCancelled("render cancelled")
-            if on_progress is not None:
-                on_progress(fraction, "encoding")
-        except BaseException:
-            encoder.abort()
-            raise
-        encoder.close()
+                    on_progress(fraction, "encoding")
+            except BaseException:
+                encoder.abort()
+                raise
+            encoder.close()
+        except av.FFmpegError as exc:
+            raise EngineError(f"encoding failed: {exc}") from exc
         if poster_tmp is not None:
             os.replace(poster_tmp, poster_path)
         os.replace(tmp, output_path)
