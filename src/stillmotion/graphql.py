@@ -16,7 +16,7 @@ from typing import Any
 import strawberry
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
-from graphql import FieldNode, GraphQLError, OperationDefinitionNode, print_ast
+from graphql import FieldNode, GraphQLError, IntValueNode, OperationDefinitionNode, print_ast
 from graphql import parse as parse_graphql
 from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema.config import StrawberryConfig
@@ -51,12 +51,25 @@ class Schema(strawberry.Schema):
                 log.error("GraphQL resolver failed", exc_info=original)
 
 
+def _big_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise errors.ValidationFailed(f"seed: {value!r} is not an integer", field="seed")
+    return value
+
+
+def _big_int_literal(node, variables=None) -> int:
+    if isinstance(node, IntValueNode):
+        return int(node.value)
+    raise errors.ValidationFailed("seed must be an integer literal", field="seed")
+
+
 SCALARS = {
     generations_gql.BigInt: strawberry.scalar(
         name="BigInt",
         description="An integer beyond GraphQL's 32 bits (seeds: 0 … 2^32−1)",
         serialize=int,
-        parse_value=int,
+        parse_value=_big_int,
+        parse_literal=_big_int_literal,
     )
 }
 
@@ -118,6 +131,8 @@ async def graphql(request: Request) -> Response:
     variables = payload.get("variables") or {}
     if not isinstance(variables, dict):
         raise errors.BadRequest('"variables" must be a JSON object')
+    if not isinstance(payload.get("operationName"), str | None):
+        raise errors.BadRequest('"operationName" must be a string')
     principal = await authenticate(request)
     ctx = request.app.state.ctx
     limiter = request.app.state.limiter

@@ -109,11 +109,14 @@ def list_keys(*, session: Session, account_name: str | None = None) -> list[ApiK
 
 
 def revoke_key(*, session: Session, key_id_or_prefix: str) -> ApiKey:
-    row = session.scalar(
+    rows = session.scalars(
         select(ApiKey).where((ApiKey.id == key_id_or_prefix) | (ApiKey.prefix == key_id_or_prefix))
-    )
-    if row is None:
+    ).all()
+    if not rows:
         raise errors.NotFound(f"no key {key_id_or_prefix!r}")
+    if len(rows) > 1:
+        raise errors.Conflict(f"{key_id_or_prefix!r} matches {len(rows)} keys; use the key id")
+    row = rows[0]
     if row.revoked_at is None:
         row.revoked_at = utcnow()
     return row

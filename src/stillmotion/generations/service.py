@@ -169,6 +169,8 @@ def list_generations(
             created_at = datetime.fromisoformat(created)
         except ValueError:
             raise errors.ValidationFailed("invalid cursor", field="cursor") from None
+        if created_at.tzinfo is None:
+            raise errors.ValidationFailed("invalid cursor", field="cursor")
         query = query.where(
             (Generation.created_at < created_at)
             | ((Generation.created_at == created_at) & (Generation.id < gen_id))

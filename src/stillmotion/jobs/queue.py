@@ -34,24 +34,35 @@ from stillmotion.webhooks import outbox
 def claim(
     *, session: Session, storage: Storage, owner: str, lease_seconds: float, max_attempts: int
 ) -> Generation | None:
-    """Claim the next job for `owner`, or None when nothing can start now."""
+    """Claim the next job for `owner`, or None when nothing can start now.
+
+    Accounts are considered in the order of their oldest claimable job. For each, the account
+    row is locked first (`SKIP LOCKED`: another worker is deciding for it), then its oldest job
+    is taken if the account is under its concurrency limit, so jobs start in submission order
+    within an account, and an account at its limit never blocks the accounts behind it. Only
+    one job row is locked, and no lock is waited for, so concurrent claims cannot deadlock.
+    """
     now = utcnow()
     claimable = (Generation.status == "processing") & (
         (Generation.stage == "queued")
         | (Generation.stage.in_(RUNNING_STAGES) & (Generation.lease_expires_at < now))
     )
-    candidates = session.scalars(
-        select(Generation)
-        .where(claimable)
-        .order_by(Generation.created_at, Generation.id)
-        .limit(20)
-        .with_for_update(skip_locked=True, of=Generation)
-    ).all()
-    blocked: set[str] = set()
-    for gen in candidates:
-        if gen.account_id in blocked:
-            continue  # an older job of this account is waiting: keep submission order
-        if gen.attempts >= max_attempts:
+    passed: set[str] = set()
+    while True:
+        head = select(Generation.account_id).where(claimable)
+        if passed:
+            head = head.where(Generation.account_id.not_in(passed))
+        account_id = session.scalar(head.order_by(Generation.created_at, Generation.id).limit(1))
+        if account_id is None:
+            return None
+        passed.add(account_id)
+        account = session.scalar(
+            select(Account).where(Account.id == account_id).with_for_update(skip_locked=True)
+        )
+        if account is None:
+            continue  # another worker holds this account's claim right now
+        gen = _oldest(session, claimable, account_id)
+        while gen is not None and gen.attempts >= max_attempts:
             finish(
                 session=session,
                 storage=storage,
@@ -61,21 +72,19 @@ def claim(
                 error_code="RENDER_FAILED",
                 error_message=f"the job was abandoned by its worker {gen.attempts} times",
             )
+            gen = _oldest(session, claimable, account_id)
+        if gen is None:
             continue
-        account = session.scalar(
-            select(Account).where(Account.id == gen.account_id).with_for_update()
-        )
         running = session.scalar(
             select(func.count()).where(
-                Generation.account_id == gen.account_id,
+                Generation.account_id == account_id,
                 Generation.status == "processing",
                 Generation.stage.in_(RUNNING_STAGES),
                 Generation.lease_expires_at >= now,
                 Generation.id != gen.id,
             )
         )
-        if account is None or running >= limits_for(account).concurrent:
-            blocked.add(gen.account_id)
+        if running >= limits_for(account).concurrent:
             continue
         gen.stage = "rendering"
         gen.attempts += 1
@@ -84,7 +93,16 @@ def claim(
         gen.started_at = gen.started_at or now
         session.flush()
         return gen
-    return None
+
+
+def _oldest(session: Session, claimable, account_id: str) -> Generation | None:
+    return session.scalar(
+        select(Generation)
+        .where(claimable, Generation.account_id == account_id)
+        .order_by(Generation.created_at, Generation.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
 
 
 def renew(

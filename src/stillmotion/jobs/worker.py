@@ -117,27 +117,39 @@ class Worker:
             )
             if gen is None:
                 return False
-            job = self._job(gen)
-            provider_name = gen.provider
-        log.info("worker %s claimed %s (attempt %s)", self.name, job.generation_id, gen.attempts)
-        self._process(job, provider_name)
+            fields = self._fields(gen)
+            source_key, provider_name, attempt = gen.source_key, gen.provider, gen.attempts
+        log.info("worker %s claimed %s (attempt %s)", self.name, gen.id, attempt)
+        # Storage is read after the claim commits: no lock is held during I/O, and a source
+        # that cannot be read fails this job (with its refund) instead of wedging the queue.
+        try:
+            source = ctx.storage.read_bytes(source_key)
+        except Exception:
+            log.exception("source image of %s unreadable", fields["generation_id"])
+            self._fail_id(
+                fields["generation_id"],
+                "RENDER_FAILED",
+                "the stored source image could not be read",
+            )
+            return True
+        self._process(RenderJob(source=source, **fields), provider_name)
         return True
 
-    def _job(self, gen: Generation) -> RenderJob:
-        return RenderJob(
-            generation_id=gen.id,
-            source=self.ctx.storage.read_bytes(gen.source_key),
-            version=gen.version,
-            aspect_ratio=gen.aspect_ratio,
-            duration=gen.duration,
-            prompt=gen.prompt,
-            motion_intensity=gen.motion_intensity,
-            seed=gen.seed,
-            camera=gen.camera,
-            motion_brush=gen.motion_brush,
-            loop=gen.loop,
-            fps=gen.fps,
-        )
+    @staticmethod
+    def _fields(gen: Generation) -> dict:
+        return {
+            "generation_id": gen.id,
+            "version": gen.version,
+            "aspect_ratio": gen.aspect_ratio,
+            "duration": gen.duration,
+            "prompt": gen.prompt,
+            "motion_intensity": gen.motion_intensity,
+            "seed": gen.seed,
+            "camera": gen.camera,
+            "motion_brush": gen.motion_brush,
+            "loop": gen.loop,
+            "fps": gen.fps,
+        }
 
     def _process(self, job: RenderJob, provider_name: str) -> None:
         ctx = self.ctx
@@ -169,8 +181,11 @@ class Worker:
                     self._fail(job, "RENDER_FAILED", "the render failed unexpectedly")
                     return
                 heartbeat.report(heartbeat.progress, "storing")
-                video_key = f"outputs/{job.generation_id}.mp4"
-                poster_key = f"outputs/{job.generation_id}.jpg" if output.poster_path else None
+                # Unique per attempt: a worker that lost its lease and finishes late must never
+                # overwrite, or delete, the files of the attempt that completed the job.
+                stem = f"outputs/{job.generation_id}-{uuid.uuid4().hex[:8]}"
+                video_key = f"{stem}.mp4"
+                poster_key = f"{stem}.jpg" if output.poster_path else None
                 ctx.storage.put_file(video_key, output.video_path)
                 if output.poster_path:
                     ctx.storage.put_file(poster_key, output.poster_path)
@@ -203,12 +218,15 @@ class Worker:
         log.info("shutting down: %s goes back to the queue", job.generation_id)
 
     def _fail(self, job: RenderJob, code: str, message: str) -> None:
-        log.warning("generation %s failed: %s %s", job.generation_id, code, message)
+        self._fail_id(job.generation_id, code, message)
+
+    def _fail_id(self, generation_id: str, code: str, message: str) -> None:
+        log.warning("generation %s failed: %s %s", generation_id, code, message)
         with self.ctx.db.session(write=True) as session:
             queue.finish(
                 session=session,
                 storage=self.ctx.storage,
-                generation_id=job.generation_id,
+                generation_id=generation_id,
                 status="failed",
                 owner=self.name,
                 error_code=code,

@@ -45,21 +45,20 @@ async def upload(request: Request, ctx: ContextDep, principal: CurrentPrincipal)
         raise errors.PayloadTooLarge(f"the file is over {limit} bytes")
 
     def _create():
-        with ctx.db.session(write=True) as session:
-            row = service.create_upload(
-                session=session,
-                settings=ctx.settings,
-                storage=ctx.storage,
-                account_id=principal.account_id,
-                data=data,
-            )
-            return {
-                "id": row.id,
-                "uri": f"upload://{row.id}",
-                "expiresAt": iso(row.expires_at),
-                "width": row.width,
-                "height": row.height,
-                "bytes": row.bytes,
-            }
+        row = service.create_upload(
+            db=ctx.db,
+            settings=ctx.settings,
+            storage=ctx.storage,
+            account_id=principal.account_id,
+            data=data,
+        )
+        return {
+            "id": row.id,
+            "uri": f"upload://{row.id}",
+            "expiresAt": iso(row.expires_at),
+            "width": row.width,
+            "height": row.height,
+            "bytes": row.bytes,
+        }
 
     return {"data": {"upload": await run_in_threadpool(_create)}}

@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from stillmotion import errors, net
@@ -130,20 +129,24 @@ async def resolve_source(
 
 
 def create_upload(
-    *, session: Session, settings: Settings, storage: Storage, account_id: str, data: bytes
+    *, db: Database, settings: Settings, storage: Storage, account_id: str, data: bytes
 ) -> Upload:
-    """Check and store an uploaded image; it can be used as `upload://ID` for 24 hours."""
+    """Check and store an uploaded image; it can be used as `upload://ID` for 24 hours.
+
+    The decode and the write happen before the transaction, which only inserts the row.
+    """
     fmt, width, height = check_image(data, settings=settings)
     stored = _store(storage, data, fmt, width, height)
-    row = Upload(
-        account_id=account_id,
-        storage_key=stored.key,
-        content_type=stored.content_type,
-        bytes=stored.bytes,
-        width=width,
-        height=height,
-        expires_at=utcnow() + timedelta(hours=settings.upload_ttl_hours),
-    )
-    session.add(row)
-    session.flush()
+    with db.session() as session:
+        row = Upload(
+            account_id=account_id,
+            storage_key=stored.key,
+            content_type=stored.content_type,
+            bytes=stored.bytes,
+            width=width,
+            height=height,
+            expires_at=utcnow() + timedelta(hours=settings.upload_ttl_hours),
+        )
+        session.add(row)
+        session.flush()
     return row
