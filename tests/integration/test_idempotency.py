@@ -216,3 +216,38 @@ def test_rate_limited_requests_are_not_stored(srv, image_server):
             "/v1/image_to_video", json=_body(image_server, duration=3), headers=headers
         )
         assert other.status_code == 429
+
+
+def test_records_expire_after_24_hours(srv, image_server):
+    from sqlalchemy import select, update
+
+    from stillmotion.db import Database, utcnow
+    from stillmotion.generations.models import IdempotencyRecord
+
+    key = srv.create_key(f"idem-ttl-{uuid.uuid4().hex[:6]}", plan="pro", credits=1000)
+    with srv.client(key) as client:
+        headers = {"Idempotency-Key": "daily-job"}
+        first = client.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+        assert first.status_code == 202
+        db = Database(srv.database_url)
+        try:
+            with db.session(write=True) as session:
+                record = session.scalars(
+                    select(IdempotencyRecord).where(IdempotencyRecord.key == "daily-job")
+                ).one()
+                assert record.state == "completed" and record.response_status == 202
+                span = record.expires_at - record.created_at
+                assert span.total_seconds() == 24 * 3600
+                session.execute(
+                    update(IdempotencyRecord)
+                    .where(IdempotencyRecord.id == record.id)
+                    .values(expires_at=utcnow())
+                )
+        finally:
+            db.dispose()
+        # Expired: the key is free again, even for another request.
+        later = client.post(
+            "/v1/image_to_video", json=_body(image_server, duration=3), headers=headers
+        )
+        assert later.status_code == 202 and "idempotent-replayed" not in later.headers
+        assert later.json()["data"]["imagevideo"]["id"] != first.json()["data"]["imagevideo"]["id"]

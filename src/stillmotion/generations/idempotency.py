@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -41,6 +42,8 @@ TTL = timedelta(hours=24)
 LOCK_SECONDS = 120
 REPLAYED_HEADERS = ("content-type", "location")
 NOT_STORED = frozenset({400, 401, 413, 429})
+PURGE_EVERY_SECONDS = 3600.0  # expired records are deleted at most this often, per process
+_last_purge = -PURGE_EVERY_SECONDS
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,10 @@ async def run(
     if key is None:
         return await handler()
     request_hash = fingerprint(transport, canonical)
+    global _last_purge
+    if time.monotonic() - _last_purge > PURGE_EVERY_SECONDS:
+        _last_purge = time.monotonic()
+        await run_in_threadpool(purge_expired, db=db)
     try:
         outcome = await run_in_threadpool(
             begin, db=db, account_id=account_id, key=key, request_hash=request_hash
