@@ -304,6 +304,12 @@ def test_two_api_processes_sharing_redis_enforce_one_count(tmp_path, image_serve
                 assert refused.status_code == 429
                 assert _error_code(refused) == "RATE_LIMITED"
         assert int(redis.command("DBSIZE").lstrip(":")) > 0
+        # Redis going away does not take the API with it: limits fail open, money still holds.
+        redis.stop()
+        with a.client(key) as ca:
+            assert ca.get("/v1/account").status_code == 200
+            assert ca.post("/v1/image_to_video", json=_body(image_server)).status_code == 202
+        assert "rate-limit storage failed" in a.log_path.read_text()
     finally:
         for s in servers:
             s.stop()

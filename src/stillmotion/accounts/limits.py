@@ -24,6 +24,7 @@ the request was counted in (`"create"` or `"read"`); `RateLimitHeaders` adds the
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from stillmotion.accounts.plans import Limits, limits_for
 from stillmotion.config import Settings
 
 STATE_KEY = "rate_limit"
+log = logging.getLogger("stillmotion.limits")
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class RateLimiter:
         self.sliding = SlidingWindowCounterRateLimiter(self.storage)
         self.read_item = RateLimitItemPerMinute(read_per_minute, namespace="sm-read")
         self._create_items: dict[int, RateLimitItemPerMinute] = {}
+        self._last_failure_log = -1e9
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimiter:
@@ -98,11 +101,24 @@ class RateLimiter:
             )
         return item
 
+    def _storage_failed(self, policy: str, limit: int) -> Decision:
+        """Fail open: a rate-limit store that is down (Redis restarting) must not take the
+        API down with it. Logged at most every 10 s; credits and the daily cap, which live in
+        the database, still hold."""
+        now = time.monotonic()
+        if now - self._last_failure_log > 10:
+            self._last_failure_log = now
+            log.warning("rate-limit storage failed; not limiting meanwhile", exc_info=True)
+        return Decision(policy, limit, limit, time.time() + 60)
+
     async def hit_create(self, *, account_id: str, per_minute: int) -> Decision:
         """Count one create request, or raise `RateLimited` (the request is not counted)."""
         item = self._create_item(per_minute)
-        allowed = await self.moving.hit(item, account_id)
-        stats = await self.moving.get_window_stats(item, account_id)
+        try:
+            allowed = await self.moving.hit(item, account_id)
+            stats = await self.moving.get_window_stats(item, account_id)
+        except Exception:
+            return self._storage_failed("create", per_minute)
         decision = Decision("create", per_minute, max(0, stats.remaining), stats.reset_time)
         if not allowed:
             raise _limited(decision, "create requests")
@@ -111,15 +127,21 @@ class RateLimiter:
     async def peek_create(self, *, account_id: str, per_minute: int) -> Decision:
         """The create window as it stands, without counting a request."""
         item = self._create_item(per_minute)
-        stats = await self.moving.get_window_stats(item, account_id)
+        try:
+            stats = await self.moving.get_window_stats(item, account_id)
+        except Exception:
+            return self._storage_failed("create", per_minute)
         reset = stats.reset_time if stats.remaining < per_minute else time.time()
         return Decision("create", per_minute, max(0, stats.remaining), reset)
 
     async def hit_read(self, *, key_id: str) -> Decision:
         """Count one read request, or raise `RateLimited`."""
         item = self.read_item
-        allowed = await self.sliding.hit(item, key_id)
-        stats = await self.sliding.get_window_stats(item, key_id)
+        try:
+            allowed = await self.sliding.hit(item, key_id)
+            stats = await self.sliding.get_window_stats(item, key_id)
+        except Exception:
+            return self._storage_failed("read", item.amount)
         now = time.time()
         reset = stats.reset_time if stats.reset_time > now else now + item.get_expiry()
         decision = Decision("read", item.amount, max(0, stats.remaining), reset)
