@@ -215,6 +215,8 @@ class _Scene:
             self.src_cb = cv2.resize(cb, half, interpolation=resample)
             self.src_cr = cv2.resize(cr, half, interpolation=resample)
         self.extras: dict = {}
+        if not smart and spec.camera is not None:
+            self.extras["cameraIgnored"] = "gen-2 has no camera control; the prompt steers it"
         if self.remapped:
             self._setup_remap(spec, canvas_box=self.framing.subject, canvas_size=(cw, ch))
         self.extras["motionBlurSamples"] = max(
