@@ -151,8 +151,15 @@ async def graphql(request: Request) -> Response:
         await limits.check_read(limiter=limiter, scope=request.scope, principal=principal)
 
     async def count_create() -> None:
+        # `plan` is None when `classify` did not see the create (e.g. behind a fragment).
         await limits.check_create(
-            limiter=limiter, scope=request.scope, principal=principal, limits=plan
+            limiter=limiter,
+            scope=request.scope,
+            principal=principal,
+            limits=plan
+            or await limits.plan_limits(
+                state=request.app.state, db=ctx.db, account_id=principal.account_id
+            ),
         )
 
     context = {

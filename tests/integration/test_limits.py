@@ -377,3 +377,25 @@ def test_a_throttled_backlog_does_not_starve_other_accounts(tmp_path):
             assert claimed is not None and claimed.account_id == other_id
     finally:
         db.dispose()
+
+
+def test_a_create_behind_a_fragment_is_still_counted(srv, image_server):
+    key = srv.create_key(f"frag-{uuid.uuid4().hex[:6]}", plan="free", credits=1000)
+    query = """
+    mutation Make($input: GenerateInput!) { ...Create }
+    fragment Create on Mutation { generate(input: $input) { id } }
+    """
+    variables = {
+        "input": {
+            "type": "VIDEO",
+            "provider": "runway-i2v",
+            "input": {"imageUrl": image_server.url("/astronaut-small.jpg")},
+            "options": {"version": "gen-2", "duration": 2},
+        }
+    }
+    with srv.client(key) as client:
+        statuses = [
+            client.post("/graphql", json={"query": query, "variables": variables}).status_code
+            for _ in range(11)
+        ]
+        assert statuses == [200] * 10 + [429], statuses
