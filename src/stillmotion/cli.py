@@ -25,6 +25,8 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 app.add_typer(keys_app, name="keys")
 credits_app = typer.Typer(help="Grant, adjust and inspect account credits.", no_args_is_help=True)
 app.add_typer(credits_app, name="credits")
+limits_app = typer.Typer(help="Plans and per-account limits.", no_args_is_help=True)
+app.add_typer(limits_app, name="limits")
 console = Console()
 err = Console(stderr=True)
 
@@ -340,6 +342,51 @@ def credits_ledger(
     console.print(table)
     mark = "[green]matches[/green]" if total == balance else "[red]DOES NOT MATCH[/red]"
     console.print(f"balance {balance}; ledger sum {total} {mark}")
+
+
+@limits_app.command("set")
+def limits_set(
+    account: Annotated[str, typer.Argument(help="Account name.")],
+    plan: Annotated[str | None, typer.Option(help="free, starter, pro or enterprise.")] = None,
+    per_minute: Annotated[int | None, typer.Option(help="Creates per minute.")] = None,
+    concurrent: Annotated[int | None, typer.Option(help="Jobs running at once.")] = None,
+    daily: Annotated[int | None, typer.Option(help="Creates per UTC day.")] = None,
+    low_credit_threshold: Annotated[
+        int | None, typer.Option(help="Balance under which account.credits_low is sent.")
+    ] = None,
+    reset: Annotated[bool, typer.Option(help="Clear the overrides first.")] = False,
+) -> None:
+    """Change an account's plan or override its plan's limits (enterprise accounts)."""
+    from stillmotion import errors
+    from stillmotion.accounts import limits
+    from stillmotion.accounts.plans import limits_for
+    from stillmotion.db import Database
+
+    settings = _settings()
+    _migrate(settings)
+    db = Database(settings.resolved_database_url)
+    try:
+        with db.session(write=True) as session:
+            acc = limits.set_overrides(
+                session=session,
+                account_name=account,
+                plan=plan,
+                per_minute=per_minute,
+                concurrent=concurrent,
+                daily=daily,
+                low_credit_threshold=low_credit_threshold,
+                reset=reset,
+            )
+            now = limits_for(acc)
+            console.print(
+                f"[bold]{account}[/bold] ({acc.plan}): {now.per_minute}/min, "
+                f"{now.concurrent} at once, {now.daily or 'unlimited'}/day"
+            )
+    except errors.StillmotionError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    finally:
+        db.dispose()
 
 
 def _register_tools() -> None:

@@ -399,3 +399,35 @@ def test_a_create_behind_a_fragment_is_still_counted(srv, image_server):
             for _ in range(11)
         ]
         assert statuses == [200] * 10 + [429], statuses
+
+
+def test_operators_set_per_account_limits(srv, image_server):
+    import subprocess
+    import sys
+
+    name = f"ent-{uuid.uuid4().hex[:6]}"
+    key = srv.create_key(name, plan="free", credits=1000)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "stillmotion", "limits", "set", name, *args],
+            env={**srv.env, "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    out = cli("--plan", "enterprise", "--per-minute", "2", "--concurrent", "4")
+    assert out.returncode == 0, out.stderr
+    assert "2/min, 4 at once, unlimited/day" in out.stdout
+    assert cli("--plan", "platinum").returncode == 1
+    time.sleep(1.1)  # the API remembers an account's limits for a second
+    with srv.client(key) as client:
+        limits = client.get("/v1/account").json()["data"]["account"]["limits"]
+        assert limits["requestsPerMinute"] == 2 and limits["concurrentJobs"] == 4
+        assert limits["generationsPerDay"] is None
+        statuses = [
+            client.post("/v1/image_to_video", json=_body(image_server)).status_code
+            for _ in range(3)
+        ]
+        assert statuses == [202, 202, 429]

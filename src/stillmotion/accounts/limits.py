@@ -255,6 +255,46 @@ def check_daily(*, session: Session, account_id: str) -> Account:
     return account
 
 
+def set_overrides(
+    *,
+    session: Session,
+    account_name: str,
+    plan: str | None = None,
+    per_minute: int | None = None,
+    concurrent: int | None = None,
+    daily: int | None = None,
+    low_credit_threshold: int | None = None,
+    reset: bool = False,
+) -> Account:
+    """An operator's change of an account's plan and per-account limits (enterprise deals).
+    `reset` first clears the overrides, so the plan's numbers apply again."""
+    from stillmotion.accounts.plans import PLANS
+
+    account = session.scalar(select(Account).where(Account.name == account_name))
+    if account is None:
+        raise errors.NotFound(f"no account {account_name!r}")
+    if plan is not None:
+        if plan not in PLANS:
+            raise errors.ValidationFailed(
+                f"unknown plan {plan!r}; known: {', '.join(PLANS)}", field="plan"
+            )
+        account.plan = plan
+    if reset:
+        account.limit_per_minute = account.limit_concurrent = account.limit_daily = None
+    for field, value in (
+        ("limit_per_minute", per_minute),
+        ("limit_concurrent", concurrent),
+        ("limit_daily", daily),
+        ("low_credit_threshold", low_credit_threshold),
+    ):
+        if value is not None:
+            if value < (0 if field == "low_credit_threshold" else 1):
+                raise errors.ValidationFailed(f"{field} must be positive", field=field)
+            setattr(account, field, value)
+    session.flush()
+    return account
+
+
 class RateLimitHeaders:
     """ASGI middleware: adds the request's rate-limit headers to its response, whatever
     produced it (route, error handler, GraphQL)."""
