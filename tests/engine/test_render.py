@@ -258,3 +258,17 @@ def test_encoder_settings_are_checked(tmp_path, astronaut):
     for bad in (RenderSpec(crf=60), RenderSpec(preset="warp-speed")):
         with pytest.raises(ValueError):
             render(astronaut, bad, tmp_path / "x.mp4")
+
+
+def test_public_surface_is_what_the_service_codes_against():
+    import stillmotion.engine as engine
+
+    assert set(engine.__all__) == {
+        "ASPECT_RATIOS", "VERSIONS", "EngineError", "ImageLimits", "InvalidImage",
+        "RenderCancelled", "RenderResult", "RenderSpec", "open_image", "output_size", "render",
+        "validate_camera",
+    }  # fmt: skip
+    for name in engine.__all__:
+        assert getattr(engine, name) is not None
+    assert issubclass(engine.RenderCancelled, engine.EngineError)
+    assert issubclass(engine.InvalidImage, engine.EngineError)
