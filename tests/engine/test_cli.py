@@ -59,3 +59,17 @@ def test_parse_camera():
     assert parse_camera("static") == {"static": True}
     with pytest.raises(typer.BadParameter):
         parse_camera("zoom=fast")
+
+
+def test_preset_names_a_camera_move(tmp_path, app):
+    source = tmp_path / "cat.png"
+    Image.fromarray(data.chelsea()).save(source)
+    out = tmp_path / "orbit.mp4"
+    args = ["animate", str(source), "-o", str(out), "--preset", "orbit", "--duration", "1",
+            "--size", "96x54"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 0
+    result = CliRunner().invoke(app, [*args[:4], "--preset", "barrel-roll"])
+    assert result.exit_code != 0
+    assert "preset must be one of" in result.output

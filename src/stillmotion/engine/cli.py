@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from stillmotion.engine.errors import EngineError
 from stillmotion.engine.image import open_image
-from stillmotion.engine.motion import AXES
+from stillmotion.engine.motion import AXES, MOVES
 from stillmotion.engine.render import ASPECT_RATIOS, VERSIONS, RenderSpec, render
 
 
@@ -57,6 +57,10 @@ def animate(
         str | None,
         typer.Option(help="Camera axes, e.g. 'zoom=3,pan=-2' (each -10 … 10), or 'static'."),
     ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help=f"A named camera move: {', '.join(sorted(MOVES))}."),
+    ] = None,
     version: Annotated[str, typer.Option(help="gen-2, gen-3 or gen-4.")] = "gen-3",
     ratio: Annotated[str, typer.Option(help="16:9, 9:16 or 1:1.")] = "16:9",
     duration: Annotated[int, typer.Option(min=1, max=10, help="Seconds.")] = 5,
@@ -74,6 +78,12 @@ def animate(
     if ratio not in ASPECT_RATIOS:
         raise typer.BadParameter(f"ratio must be one of {', '.join(ASPECT_RATIOS)}")
     width, height = _parse_size(size)
+    if preset is not None and preset not in MOVES:
+        raise typer.BadParameter(f"preset must be one of {', '.join(sorted(MOVES))}")
+    cam = parse_camera(camera) if camera else None
+    if preset is not None:
+        # a preset is a camera object; explicit --camera axes adjust it
+        cam = {**MOVES[preset], **(cam or {})} if preset != "static" else {"static": True}
     console = Console(stderr=True)
     try:
         picture = open_image(image.read_bytes())
@@ -84,7 +94,7 @@ def animate(
             prompt=prompt,
             motion_intensity=intensity,
             seed=seed,
-            camera=parse_camera(camera) if camera else None,
+            camera=cam,
             loop=loop,
             width=width,
             height=height,
