@@ -431,3 +431,35 @@ def test_operators_set_per_account_limits(srv, image_server):
             for _ in range(3)
         ]
         assert statuses == [202, 202, 429]
+
+
+def test_the_daily_cap_is_exact_under_concurrent_creates(backend_server, image_server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stillmotion.accounts import limits
+    from stillmotion.db import Database
+
+    name = f"dailyrace-{uuid.uuid4().hex[:6]}"
+    key = backend_server.create_key(name, plan="pro", credits=1000)
+    db = Database(backend_server.database_url)
+    try:
+        with db.session(write=True) as session:
+            limits.set_overrides(session=session, account_name=name, daily=5)
+    finally:
+        db.dispose()
+    with backend_server.client(key, limits=httpx.Limits(max_connections=12)) as client:
+        with ThreadPoolExecutor(12) as pool:
+            responses = list(
+                pool.map(
+                    lambda _: client.post("/v1/image_to_video", json=_body(image_server)),
+                    range(12),
+                )
+            )
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [202] * 5 + [429] * 7, statuses
+        assert {_error_code(r) for r in responses if r.status_code == 429} == {
+            "DAILY_LIMIT_EXCEEDED"
+        }
+        account = client.get("/v1/account").json()["data"]["account"]
+        assert account["usage"]["generationsToday"] == 5
+        assert account["creditBalance"] == 1000 - 5 * 4
