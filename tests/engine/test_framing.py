@@ -81,3 +81,12 @@ def test_face_stays_wholly_inside_every_frame(tmp_path, astronaut, aspect_ratio,
         assert x > 0 and y > 0 and x + w < size[0] and y + h < size[1]
         count += 1
     assert count == 48
+
+
+def test_extreme_aspect_crops_more_rather_than_drowning_in_fill():
+    pano = np.ascontiguousarray(np.tile(data.coffee()[:64], (1, 13, 1))[:, :7800])  # 7800 x 64
+    framed = frame_image(pano, aspect=9 / 16, subject=find_subject(pano))
+    h, w = framed.canvas.shape[:2]
+    x0, y0, x1, y1 = framed.crop
+    assert w / h == pytest.approx(9 / 16, rel=0.02)
+    assert w * h <= 2.05 * (x1 - x0) * (y1 - y0)  # at most half of the canvas is fill

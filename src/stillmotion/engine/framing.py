@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 MAX_CROP_LOSS = 0.30  # share of the source area a crop may drop
+MAX_FILL_FACTOR = 2.0  # ... unless the canvas would then be more than this many times the crop
 _DETECT_SIDE = 640  # detection runs on a copy no larger than this
 
 
@@ -144,25 +145,29 @@ def _extend(image: np.ndarray, width: int, height: int, ox: int, oy: int) -> np.
     ).astype(np.float32)
     mean, std = bg.reshape(-1, 3).mean(0), bg.reshape(-1, 3).std(0) + 1e-3
     bg = (bg - mean) / std * np.minimum(std, edge.std(0) + 1e-3) + edge.mean(0)
-    bg = np.clip(bg * 0.85, 0, 255)
-    canvas = cv2.resize(bg, (width, height), interpolation=cv2.INTER_CUBIC)
-    # Feathered paste: alpha ramps over a few percent of the picture's size at its edges.
-    feather = max(2, round(0.03 * min(w, h)))
-    alpha = np.ones((h, w), np.float32)
+    bg = np.clip(np.rint(bg * 0.85), 0, 255).astype(np.uint8)
+    fill = cv2.resize(bg, (width, height), interpolation=cv2.INTER_LINEAR)
+    canvas = fill.copy()
+    canvas[oy : oy + h, ox : ox + w] = image
+    # Feather the seams: blend over a few percent of the picture's size, only in those bands
+    # (a full-canvas float blend would cost gigabytes for a panorama).
+    feather = max(2, min(round(0.03 * min(w, h)), w // 2, h // 2))
     ramp = np.linspace(0, 1, feather + 2, dtype=np.float32)[1:-1]
+    bands = []
     if ox > 0:
-        alpha[:, :feather] *= ramp[None, :]
+        bands.append((slice(oy, oy + h), slice(ox, ox + feather), ramp[None, :]))
     if ox + w < width:
-        alpha[:, -feather:] *= ramp[::-1][None, :]
+        bands.append((slice(oy, oy + h), slice(ox + w - feather, ox + w), ramp[::-1][None, :]))
     if oy > 0:
-        alpha[:feather, :] *= ramp[:, None]
+        bands.append((slice(oy, oy + feather), slice(ox, ox + w), ramp[:, None]))
     if oy + h < height:
-        alpha[-feather:, :] *= ramp[::-1][:, None]
-    region = canvas[oy : oy + h, ox : ox + w]
-    canvas[oy : oy + h, ox : ox + w] = (
-        region + (image.astype(np.float32) - region) * alpha[..., None]
-    )
-    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+        bands.append((slice(oy + h - feather, oy + h), slice(ox, ox + w), ramp[::-1][:, None]))
+    for rows, cols, alpha in bands:
+        under = fill[rows, cols].astype(np.float32)
+        top = canvas[rows, cols].astype(np.float32)
+        blended = under + (top - under) * alpha[..., None]
+        canvas[rows, cols] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return canvas
 
 
 def frame_image(
@@ -182,8 +187,9 @@ def frame_image(
     if src_aspect > aspect:
         # too wide: crop width (keeping the subject), extend height for the rest
         full_w = h * aspect
-        crop_w = max(full_w, w * (1 - max_crop_loss))
-        if box:
+        # crop little, but never leave more than half of the canvas to the fill
+        crop_w = max(full_w, min(w * (1 - max_crop_loss), MAX_FILL_FACTOR * full_w))
+        if box and subject.kind == "face":  # saliency is a hint; a face is kept whole
             crop_w = max(crop_w, min(w, (box[2] - box[0]) * 1.15))
         cx = (box[0] + box[2]) / 2 if box else w / 2
         x0 = round(min(max(cx - crop_w / 2, 0), w - crop_w))
@@ -194,8 +200,8 @@ def frame_image(
         ox, oy = 0, (canvas_h - h) // 2
     else:
         full_h = w / aspect
-        crop_h = max(full_h, h * (1 - max_crop_loss))
-        if box:
+        crop_h = max(full_h, min(h * (1 - max_crop_loss), MAX_FILL_FACTOR * full_h))
+        if box and subject.kind == "face":  # saliency is a hint; a face is kept whole
             crop_h = max(crop_h, min(h, (box[3] - box[1]) * 1.15))
         cy = (box[1] + box[3]) / 2 if box else h / 2
         y0 = round(min(max(cy - crop_h / 2, 0), h - crop_h))
@@ -209,10 +215,10 @@ def frame_image(
     canvas = _extend(cropped, canvas_w, canvas_h, ox, oy) if extended else cropped.copy()
     sub = None
     if box:
-        sub = (
-            box[0] - crop[0] + ox,
-            box[1] - crop[1] + oy,
-            box[2] - crop[0] + ox,
-            box[3] - crop[1] + oy,
-        )
+        # in canvas pixels, clipped to what the crop kept (a saliency box may be cut)
+        x0 = min(max(box[0] - crop[0], 0), cw_) + ox
+        y0 = min(max(box[1] - crop[1], 0), ch_) + oy
+        x1 = min(max(box[2] - crop[0], 0), cw_) + ox
+        y1 = min(max(box[3] - crop[1], 0), ch_) + oy
+        sub = (x0, y0, x1, y1) if x1 - x0 >= 2 and y1 - y0 >= 2 else None
     return Framing(canvas, sub, subject.kind if subject else None, crop, extended)

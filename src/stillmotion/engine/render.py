@@ -142,6 +142,14 @@ class _Scene:
         aspect = width / height
         self.aspect = aspect
         smart = spec.version != "gen-2"
+        # A source far larger than the output is shrunk first (keeping 4x headroom for zooms):
+        # framing and resampling then cost what the output needs, not what the camera shot.
+        h0, w0 = image.shape[:2]
+        f = 4 * max(width / w0, height / h0)
+        self.prescale = min(f, 1.0)
+        if f < 1:
+            size = (max(2, round(w0 * f)), max(2, round(h0 * f)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         subject = framing.find_subject(image) if smart else None
         self.framing = framing.frame_image(image, aspect=aspect, subject=subject)
         canvas = self.framing.canvas
@@ -513,6 +521,8 @@ def render(
         on_progress(1.0, "encoding")
     plan = scene.plan.as_dict()
     plan["framing"] = scene.framing.as_dict()
+    if scene.prescale < 1:  # report the crop in the caller's pixels
+        plan["framing"]["crop"] = [round(v / scene.prescale) for v in plan["framing"]["crop"]]
     plan["version"] = spec.version
     plan.update(scene.extras)
     return RenderResult(
