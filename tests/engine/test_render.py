@@ -272,3 +272,28 @@ def test_public_surface_is_what_the_service_codes_against():
         assert getattr(engine, name) is not None
     assert issubclass(engine.RenderCancelled, engine.EngineError)
     assert issubclass(engine.InvalidImage, engine.EngineError)
+
+
+def test_renders_side_by_side_in_threads_match_a_render_alone(tmp_path, astronaut):
+    import threading
+
+    spec = RenderSpec(duration=1, width=160, height=90, prompt="slow push in on her face")
+    render(astronaut, spec, tmp_path / "alone.mp4")
+    errors: list[BaseException] = []
+
+    def run(name: str) -> None:
+        try:
+            render(astronaut, spec, tmp_path / name)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f"t{k}.mp4",)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    alone = list(decode_gray(tmp_path / "alone.mp4"))
+    for k in range(3):
+        together = list(decode_gray(tmp_path / f"t{k}.mp4"))
+        assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))

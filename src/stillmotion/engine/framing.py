@@ -9,8 +9,8 @@ blurred, colour-matched copy of the picture, so nothing of the subject is cut.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from functools import cache
 
 import cv2
 import numpy as np
@@ -48,11 +48,18 @@ class Framing:
         }
 
 
-@cache
+_local = threading.local()
+
+
 def _face_cascade() -> cv2.CascadeClassifier:
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    if cascade.empty():  # pragma: no cover - a broken OpenCV install
-        raise RuntimeError("OpenCV's face cascade is missing")
+    """One classifier per thread: `detectMultiScale` is not safe to share between renders."""
+    cascade = getattr(_local, "cascade", None)
+    if cascade is None:
+        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+        cascade = cv2.CascadeClassifier(path)
+        if cascade.empty():  # pragma: no cover - a broken OpenCV install
+            raise RuntimeError("OpenCV's face cascade is missing")
+        _local.cascade = cascade
     return cascade
 
 
