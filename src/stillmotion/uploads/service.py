@@ -18,8 +18,9 @@ from starlette.concurrency import run_in_threadpool
 from stillmotion import errors, net
 from stillmotion.config import Settings
 from stillmotion.db import Database, utcnow
-from stillmotion.engine import ImageLimits, open_image
+from stillmotion.engine import ImageLimits
 from stillmotion.engine import InvalidImage as EngineInvalidImage
+from stillmotion.engine.image import check_image as engine_check_image
 from stillmotion.storage import Storage
 from stillmotion.uploads.models import Upload
 
@@ -48,19 +49,9 @@ def check_image(data: bytes, *, settings: Settings) -> tuple[str, int, int]:
             f"image is {len(data)} bytes; the limit is {settings.max_image_bytes} bytes"
         )
     try:
-        image = open_image(data, _limits(settings))
+        return engine_check_image(data, _limits(settings))
     except EngineInvalidImage as exc:
         raise errors.InvalidImage(str(exc)) from None
-    fmt = _sniff_format(data)
-    return fmt, image.width, image.height
-
-
-def _sniff_format(data: bytes) -> str:
-    if data[:3] == b"\xff\xd8\xff":
-        return "JPEG"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "PNG"
-    return "WEBP"
 
 
 def _store(storage: Storage, data: bytes, fmt: str, width: int, height: int) -> StoredImage:
