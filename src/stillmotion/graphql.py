@@ -16,7 +16,16 @@ from typing import Any
 import strawberry
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
-from graphql import FieldNode, GraphQLError, IntValueNode, OperationDefinitionNode, print_ast
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    IntValueNode,
+    OperationDefinitionNode,
+    print_ast,
+)
 from graphql import parse as parse_graphql
 from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema.config import StrawberryConfig
@@ -236,5 +245,32 @@ def classify(query: str, operation_name: str | None) -> Operation:
         return Operation("", False, print_ast(document))
     op = chosen[0]
     kind = op.operation.value
-    fields = {s.name.value for s in op.selection_set.selections if isinstance(s, FieldNode)}
-    return Operation(kind, kind == "mutation" and bool(fields & CREATE_FIELDS), print_ast(document))
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    fields = _root_fields(op.selection_set, fragments, set())
+    creates = kind == "mutation" and any(f in CREATE_FIELDS for f in fields)
+    if creates and len(fields) > 1:
+        # Several fields would run one after another: a create could commit (and charge) and
+        # a later field fail, nulling `data`, and the client could neither see nor safely
+        # retry what was created. One create per request keeps retries exact.
+        raise errors.BadRequest(
+            "a generate or animateImage mutation must be the only field of its operation"
+        )
+    return Operation(kind, creates, print_ast(document))
+
+
+def _root_fields(selection_set, fragments, seen: set[str]) -> list[str]:
+    """The operation's top-level field names, through inline fragments and spreads."""
+    names: list[str] = []
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            names.append(selection.name.value)
+        elif isinstance(selection, InlineFragmentNode):
+            names += _root_fields(selection.selection_set, fragments, seen)
+        elif isinstance(selection, FragmentSpreadNode):
+            name = selection.name.value
+            if name in fragments and name not in seen:
+                seen.add(name)
+                names += _root_fields(fragments[name].selection_set, fragments, seen)
+    return names

@@ -65,3 +65,26 @@ def test_forged_cursors_are_400(server, key, created):
         server, key, "query($c: String) { generations(after: $c) { endCursor } }", {"c": cursor}
     )
     assert response.status_code == 400, response.text
+
+
+def test_two_creates_in_one_mutation_are_refused_before_anything_runs(server, image_server):
+    key = server.create_key("two-creates", credits=1000)
+    variables = {
+        "a": {
+            "type": "VIDEO",
+            "provider": "runway-i2v",
+            "input": {"imageUrl": image_server.url("/astronaut-small.jpg")},
+            "options": {"duration": 2, "version": "gen-2"},
+        }
+    }
+    query = (
+        "mutation($a: GenerateInput!) { x: generate(input: $a) { id } "
+        "...more }\nfragment more on Mutation { y: generate(input: $a) { id } }"
+    )
+    for _ in range(2):
+        response = _gql(server, key, query, variables)
+        assert response.status_code == 400, response.text
+    account = httpx.get(server.url + "/v1/account", headers={"X-API-Key": key}).json()
+    assert account["data"]["account"]["creditBalance"] == 1000
+    single = "mutation($a: GenerateInput!) { ... on Mutation { generate(input: $a) { id } } }"
+    assert _gql(server, key, single, variables).status_code == 200

@@ -65,7 +65,7 @@ def key_from(headers) -> str | None:
     key = headers.get(HEADER)
     if key is None:
         return None
-    if not 1 <= len(key) <= 255 or not all(0x20 < ord(c) < 0x7F for c in key):
+    if not 1 <= len(key) <= 255 or not all(0x20 <= ord(c) < 0x7F for c in key):
         raise errors.ValidationFailed(
             "Idempotency-Key must be 1 … 255 printable ASCII characters", field="Idempotency-Key"
         )
