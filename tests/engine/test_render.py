@@ -278,12 +278,13 @@ def test_renders_side_by_side_in_threads_match_a_render_alone(tmp_path, astronau
     import threading
 
     spec = RenderSpec(duration=1, width=160, height=90, prompt="slow push in on her face")
-    render(astronaut, spec, tmp_path / "alone.mp4")
+    alone_plan = render(astronaut, spec, tmp_path / "alone.mp4").plan
     errors: list[BaseException] = []
+    plans = []
 
     def run(name: str) -> None:
         try:
-            render(astronaut, spec, tmp_path / name)
+            plans.append(render(astronaut, spec, tmp_path / name).plan)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -293,6 +294,7 @@ def test_renders_side_by_side_in_threads_match_a_render_alone(tmp_path, astronau
     for t in threads:
         t.join()
     assert not errors
+    assert all(p == alone_plan for p in plans), (alone_plan, plans)
     alone = list(decode_gray(tmp_path / "alone.mp4"))
     for k in range(3):
         together = list(decode_gray(tmp_path / f"t{k}.mp4"))

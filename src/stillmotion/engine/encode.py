@@ -142,8 +142,12 @@ class Encoder:
             raise
 
     def write_i420(self, planes: np.ndarray) -> None:
-        # No copy: libx264 copies the picture into its own buffers during `encode`.
-        frame = av.VideoFrame.from_numpy_buffer(planes, format="yuv420p")
+        if self.height % 4 == 0:
+            # No copy: libx264 copies the picture into its own buffers during `encode`. (PyAV
+            # derives the height as rows // 6 * 4, wrong unless the height is a multiple of 4.)
+            frame = av.VideoFrame.from_numpy_buffer(planes, format="yuv420p")
+        else:
+            frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
         frame.colorspace = _BT709
         frame.color_range = _RANGE_TV
         frame.pts = self.frames
