@@ -46,6 +46,15 @@ PROMPTS = [
     ("look up at the tower", {"tilt_up"}),
     ("circling around the car", {"orbit"}),
     ("a cat sleeping on a sofa", set()),
+    # what the subject does is not a camera move
+    ("steam rising from the coffee", set()),
+    ("snow descending on the village", set()),
+    ("a dog shaking off water", set()),
+    ("a spinning carousel at night", set()),
+    ("leaves blowing around the tree", set()),
+    ("a storm approaching the coast", set()),
+    ("slow push in, steam rising", {"push_in"}),
+    ("the camera rises above the crowd", {"pedestal_up"}),
 ]
 
 

@@ -100,6 +100,7 @@ MOVES: dict[str, dict] = {
 
 _W = r"\b"
 # (pattern, move). Checked in order; the first match of each axis family wins.
+_CAM = r"(?:the )?(?:camera|we|shot|lens)"  # verbs a subject could do count only after these
 _PHRASES: list[tuple[str, str]] = [
     (
         r"static|locked[- ]off|tripod|still (?:shot|camera|frame)|"
@@ -109,40 +110,48 @@ _PHRASES: list[tuple[str, str]] = [
     ),
     (r"dolly[- ]zoom|vertigo|zolly|contra[- ]zoom", "dolly_zoom"),
     (
-        r"orbit|arc(?:ing)? (?:shot|around|left|right)|circl\w* around|around (?:the|her|him|it)|"
-        r"360",
+        r"orbit|arc(?:ing)? (?:shot|around|left|right)|circl\w* (?:around|the)|"
+        rf"{_CAM} (?:goes|moves|swings|rotates|travels) around|360",
         "orbit",
     ),
     (r"drone|aerial|fly ?over|flying over|bird'?s[- ]eye", "drone"),
-    (r"crane (?:shot )?down|boom down|descend", "crane_down"),
+    (rf"crane (?:shot )?down|boom down|{_CAM} descends|descending shot", "crane_down"),
     (r"crane|boom up|jib", "crane_up"),
     (r"pan(?:s|ning|ned)? (?:\w+ )?(?:to the )?left|left pan", "pan_left"),
     (r"pan(?:s|ning|ned)? (?:\w+ )?(?:to the )?right|right pan|pan(?:s|ning)?\b", "pan_right"),
     (r"tilt(?:s|ing|ed)? (?:\w+ )?down|look(?:ing)? down", "tilt_down"),
     (r"tilt(?:s|ing|ed)?\b|look(?:ing)? up|up (?:to|at|toward) the sky", "tilt_up"),
-    (r"(?:truck|track|slide|dolly|strafe|move)(?:s|ing)? (?:\w+ )?(?:to the )?left", "truck_left"),
     (
-        r"(?:truck|track|slide|strafe)(?:s|ing)?\b|"
-        r"(?:dolly|move)(?:s|ing)? (?:\w+ )?(?:to the )?right|"
-        r"tracking shot",
+        r"(?:truck|track|dolly|strafe)(?:s|ing)? (?:\w+ )?(?:to the )?left|"
+        rf"{_CAM} (?:moves?|slides?|glides?) (?:\w+ )?(?:to the )?left",
+        "truck_left",
+    ),
+    (
+        r"(?:truck|track)(?:s|ing)?\b|tracking shot|"
+        r"(?:dolly|strafe)(?:s|ing)? (?:\w+ )?(?:to the )?right|"
+        rf"{_CAM} (?:moves?|slides?|glides?) (?:\w+ )?(?:to the )?right",
         "truck_right",
     ),
-    (r"pedestal down|(?:camera )?(?:lowers|sinks)", "pedestal_down"),
-    (r"pedestal|rise|rising|elevat", "pedestal_up"),
+    (rf"pedestal down|{_CAM} (?:lowers|sinks|drops)", "pedestal_down"),
+    (rf"pedestal|{_CAM} (?:rises|lifts|climbs)|rising shot|elevating shot", "pedestal_up"),
     (
         r"pull(?:s|ing)? (?:back|out|away)|zoom(?:s|ing)? out|dolly(?:ing)? out|"
-        r"back(?:s|ing)? away|"
+        rf"{_CAM} backs? away|"
         r"reveal|wide(?:ning)? shot",
         "pull_out",
     ),
     (
         r"push(?:es|ing)? in|zoom(?:s|ing)?\b|dolly(?:ing)? in|close[- ]?up|"
-        r"move(?:s)? (?:closer|in)|"
-        r"approach|dolly|push",
+        rf"{_CAM} (?:moves? closer|moves? in|approach\w*)|"
+        r"dolly|push",
         "push_in",
     ),
-    (r"dutch|roll(?:s|ing)?\b|rotat|spin|twist", "roll"),
-    (r"hand[- ]?held|shak\w+|documentary|found footage|jitter", "handheld"),
+    (
+        r"dutch|barrel roll|camera (?:rolls|rotates|spins|twists)|"
+        r"roll(?:s|ing)? (?:shot|left|right|clockwise|counter-?clockwise)|\broll\b$",
+        "roll",
+    ),
+    (r"hand[- ]?held|shaky|camera shake|documentary|found footage|jitter", "handheld"),
 ]
 _FAMILY = {
     "static": "static",
