@@ -43,6 +43,13 @@ class Context:
 
 def check_request(request: GenerateRequest, *, settings: Settings) -> None:
     """Rules beyond the schema's: brush regions decode, the webhook URL is well formed."""
+    if request.camera:
+        from stillmotion.engine import validate_camera
+
+        try:
+            validate_camera(request.camera.model_dump())
+        except ValueError as exc:
+            raise errors.ValidationFailed(f"camera: {exc}", field="camera") from None
     if request.motion_brush:
         from stillmotion.engine import brush
 

@@ -55,7 +55,9 @@ class LocalProvider:
             )
         except engine.RenderCancelled:
             raise Cancelled() from None
-        except engine.EngineError as exc:
+        except (engine.EngineError, ValueError) as exc:
+            # ValueError: a spec the engine refuses that intake let through (intake checks the
+            # same rules, so this is a defect to report, not a user's mistake to blame).
             raise ProviderError(str(exc), code="RENDER_FAILED") from None
         return RenderOutput(
             video_path=video,
