@@ -70,6 +70,19 @@ def backend_server(request, tmp_path_factory):
     srv.close()
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def idle_server(request, tmp_path_factory):
+    """A server per test module and database with no workers: jobs stay queued, so requests
+    can race without rendering competing for the CPU (a test starts workers when it wants)."""
+    tmp = tmp_path_factory.mktemp(f"idle-{request.param}")
+    srv = StillmotionServer(
+        database_url=_database_url(request.param, tmp, request), data_dir=tmp, workers=0
+    ).start()
+    srv.backend = request.param
+    yield srv
+    srv.close()
+
+
 @pytest.fixture
 def make_server(tmp_path, request):
     """A factory for servers a test may stop, restart or kill: `make_server(backend, **kw)`."""

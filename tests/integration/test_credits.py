@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from tests.support.servers import StillmotionServer, photo_bytes
+from tests.support.servers import StillmotionServer, photo_bytes, small_request
 
 GENERATE = """
 mutation Generate($input: GenerateInput!) {
@@ -25,28 +25,9 @@ mutation Generate($input: GenerateInput!) {
 COST = 4  # gen-2, 2 s, at the default 2 credits per second
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def srv(request, tmp_path_factory):
-    """No embedded workers: a test starts a `stillmotion worker` when it wants rendering."""
-    tmp = tmp_path_factory.mktemp(f"credits-{request.param}")
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'stillmotion.db'}"
-    else:
-        url = request.getfixturevalue("pg_cluster").create_database("cr_" + uuid.uuid4().hex[:8])
-    server = StillmotionServer(database_url=url, data_dir=tmp, workers=0).start()
-    yield server
-    server.stop()
-
-
-def _body(image_server, **kw):
-    return {
-        "service": "runway-i2v",
-        "prompt": "",
-        "imageUrl": image_server.url("/astronaut-small.jpg"),
-        "version": "gen-2",
-        "duration": 2,
-        **kw,
-    }
+@pytest.fixture(scope="module")
+def srv(idle_server):
+    return idle_server
 
 
 def _account(client) -> dict:
@@ -114,7 +95,7 @@ def test_credits_for_n_jobs_accept_exactly_n_of_4n_concurrent_creates(srv, image
 
         def create(i: int) -> tuple[int, dict]:
             if i % 2:  # half over REST, half over GraphQL: one service layer
-                r = client.post("/v1/image_to_video", json=_body(image_server))
+                r = client.post("/v1/image_to_video", json=small_request(image_server))
                 body = r.json()
                 gen = body.get("data", {}).get("imagevideo") if r.status_code == 202 else None
             else:
@@ -152,7 +133,7 @@ def test_credits_for_n_jobs_accept_exactly_n_of_4n_concurrent_creates(srv, image
 def test_cancel_refunds_exactly_once_under_concurrent_cancels(srv, image_server):
     key = srv.create_key(f"cancel-{uuid.uuid4().hex[:6]}", plan="pro", credits=100)
     with srv.client(key, limits=httpx.Limits(max_connections=10)) as client:
-        gen = client.post("/v1/image_to_video", json=_body(image_server)).json()["data"][
+        gen = client.post("/v1/image_to_video", json=small_request(image_server)).json()["data"][
             "imagevideo"
         ]
         assert _account(client)["creditBalance"] == 100 - COST
@@ -175,7 +156,7 @@ def test_failed_jobs_are_refunded_once(srv, image_server):
     key = srv.create_key(f"fail-{uuid.uuid4().hex[:6]}", plan="pro", credits=100)
     with srv.client(key) as client:
         # A photograph no other test uses, so its stored copy is this test's alone.
-        body = _body(image_server, imageUrl=image_server.url("/chelsea.jpg"))
+        body = small_request(image_server, imageUrl=image_server.url("/chelsea.jpg"))
         ids = [
             client.post("/v1/image_to_video", json=body).json()["data"]["imagevideo"]["id"]
             for _ in range(2)
@@ -207,9 +188,9 @@ def test_cancel_racing_completion_refunds_only_what_did_not_complete(srv, image_
     key = srv.create_key(f"racefinish-{uuid.uuid4().hex[:6]}", plan="pro", credits=100)
     with srv.client(key) as client:
         ids = [
-            client.post("/v1/image_to_video", json=_body(image_server, seed=i)).json()["data"][
-                "imagevideo"
-            ]["id"]
+            client.post("/v1/image_to_video", json=small_request(image_server, seed=i)).json()[
+                "data"
+            ]["imagevideo"]["id"]
             for i in range(len(delays))
         ]
         worker = _worker(srv)
@@ -272,7 +253,7 @@ def test_credits_low_is_recorded_once_per_crossing(srv, image_server):
             assert _account(client)["lowCreditThreshold"] == 10
 
             def create():
-                r = client.post("/v1/image_to_video", json=_body(image_server))
+                r = client.post("/v1/image_to_video", json=small_request(image_server))
                 assert r.status_code == 202, r.text
 
             create()  # 20 → 16

@@ -125,7 +125,11 @@ def test_graceful_shutdown_hands_the_job_back(make_server, image_server):
         row = session.scalar(select(Generation).where(Generation.id == gen_id))
         # back in the queue at once, not waiting for a lease to expire; the attempt not counted
         assert (row.status, row.stage, row.lease_owner, row.attempts) == (
-            "processing", "queued", None, 0)
+            "processing",
+            "queued",
+            None,
+            0,
+        )
     srv.start()
     with srv.client(key) as client:
         done = _wait(client, gen_id, lambda g: g["status"] != "processing")

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.support.servers import StillmotionServer
+from tests.support.servers import small_request
 
 GENERATE = """
 mutation Generate($input: GenerateInput!) {
@@ -17,28 +17,9 @@ mutation Generate($input: GenerateInput!) {
 """
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def srv(request, tmp_path_factory):
-    """A server without workers: jobs stay queued, nothing renders while requests race."""
-    tmp = tmp_path_factory.mktemp(f"idem-{request.param}")
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'stillmotion.db'}"
-    else:
-        url = request.getfixturevalue("pg_cluster").create_database("idem_" + uuid.uuid4().hex[:8])
-    server = StillmotionServer(database_url=url, data_dir=tmp, workers=0).start()
-    yield server
-    server.stop()
-
-
-def _body(image_server, **kw):
-    return {
-        "service": "runway-i2v",
-        "prompt": "",
-        "imageUrl": image_server.url("/astronaut-small.jpg"),
-        "version": "gen-2",
-        "duration": 2,
-        **kw,
-    }
+@pytest.fixture(scope="module")
+def srv(idle_server):
+    return idle_server
 
 
 def _gql_input(image_server, **options):
@@ -64,7 +45,7 @@ def _jobs(client) -> list[dict]:
 
 def test_hundred_concurrent_creates_with_one_key_make_one_job_and_one_charge(srv, image_server):
     key = srv.create_key(f"idem-race-{uuid.uuid4().hex[:6]}", plan="pro", credits=1000)
-    body = _body(image_server)
+    body = small_request(image_server)
     idem = str(uuid.uuid4())
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
     with srv.client(key, limits=limits) as client:
@@ -101,11 +82,11 @@ def test_replay_is_byte_for_byte_and_a_different_body_is_422(srv, image_server):
     key = srv.create_key(f"idem-replay-{uuid.uuid4().hex[:6]}", plan="pro", credits=1000)
     with srv.client(key) as client:
         headers = {"Idempotency-Key": "order-1"}
-        first = client.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+        first = client.post("/v1/image_to_video", json=small_request(image_server), headers=headers)
         assert first.status_code == 202, first.text
         assert "idempotent-replayed" not in first.headers
         # The same request with its keys in another order is the same request.
-        reordered = dict(reversed(list(_body(image_server).items())))
+        reordered = dict(reversed(list(small_request(image_server).items())))
         replay = client.post("/v1/image_to_video", json=reordered, headers=headers)
         assert replay.status_code == 202
         assert replay.headers["idempotent-replayed"] == "true"
@@ -114,14 +95,16 @@ def test_replay_is_byte_for_byte_and_a_different_body_is_422(srv, image_server):
         assert replay.headers["content-type"] == first.headers["content-type"]
         assert "x-ratelimit-limit" in replay.headers
         other = client.post(
-            "/v1/image_to_video", json=_body(image_server, duration=3), headers=headers
+            "/v1/image_to_video", json=small_request(image_server, duration=3), headers=headers
         )
         assert other.status_code == 422, other.text
         assert other.json()["errors"][0]["extensions"]["code"] == "IDEMPOTENCY_KEY_REUSED"
         # Keys are scoped to the account: another account's same key is its own request.
         key2 = srv.create_key(f"idem-other-{uuid.uuid4().hex[:6]}", plan="pro", credits=100)
         with srv.client(key2) as client2:
-            theirs = client2.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+            theirs = client2.post(
+                "/v1/image_to_video", json=small_request(image_server), headers=headers
+            )
             assert theirs.status_code == 202
             assert "idempotent-replayed" not in theirs.headers
             assert (
@@ -136,14 +119,16 @@ def test_validation_errors_are_not_stored(srv, image_server):
     with srv.client(key) as client:
         headers = {"Idempotency-Key": "fix-and-retry"}
         bad = client.post(
-            "/v1/image_to_video", json=_body(image_server, duration=99), headers=headers
+            "/v1/image_to_video", json=small_request(image_server, duration=99), headers=headers
         )
         assert bad.status_code == 400
-        good = client.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+        good = client.post("/v1/image_to_video", json=small_request(image_server), headers=headers)
         assert good.status_code == 202, good.text
         assert "idempotent-replayed" not in good.headers
         too_long = client.post(
-            "/v1/image_to_video", json=_body(image_server), headers={"Idempotency-Key": "k" * 256}
+            "/v1/image_to_video",
+            json=small_request(image_server),
+            headers={"Idempotency-Key": "k" * 256},
         )
         assert too_long.status_code == 400
         assert too_long.json()["errors"][0]["extensions"]["field"] == "Idempotency-Key"
@@ -154,11 +139,11 @@ def test_insufficient_credits_is_stored_and_replayed(srv, image_server):
     key = srv.create_key(f"idem-402-{uuid.uuid4().hex[:6]}", plan="pro", credits=1)
     with srv.client(key) as client:
         headers = {"Idempotency-Key": "poor"}
-        first = client.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+        first = client.post("/v1/image_to_video", json=small_request(image_server), headers=headers)
         assert first.status_code == 402
         ext = first.json()["errors"][0]["extensions"]
         assert ext == {"code": "INSUFFICIENT_CREDITS", "creditsRequired": 4, "creditsAvailable": 1}
-        again = client.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+        again = client.post("/v1/image_to_video", json=small_request(image_server), headers=headers)
         assert again.status_code == 402
         assert again.headers["idempotent-replayed"] == "true"
         assert again.content == first.content
@@ -187,7 +172,7 @@ def test_graphql_mutations_replay_and_refuse_other_variables(srv, image_server):
         assert other.status_code == 422
         assert other.json()["errors"][0]["extensions"]["code"] == "IDEMPOTENCY_KEY_REUSED"
         # The same key on REST is a different request (the transport is part of it).
-        rest = client.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+        rest = client.post("/v1/image_to_video", json=small_request(image_server), headers=headers)
         assert rest.status_code == 422
         # A GraphQL validation error is not stored.
         broken = client.post(
@@ -205,15 +190,20 @@ def test_rate_limited_requests_are_not_stored(srv, image_server):
     key = srv.create_key(f"idem-429-{uuid.uuid4().hex[:6]}", plan="free", credits=1000)
     with srv.client(key) as client:
         for _ in range(10):
-            assert client.post("/v1/image_to_video", json=_body(image_server)).status_code == 202
+            assert (
+                client.post("/v1/image_to_video", json=small_request(image_server)).status_code
+                == 202
+            )
         headers = {"Idempotency-Key": "later"}
-        limited = client.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+        limited = client.post(
+            "/v1/image_to_video", json=small_request(image_server), headers=headers
+        )
         assert limited.status_code == 429
         # Not stored: neither replayed nor "in progress", and another body is not "reused".
-        again = client.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+        again = client.post("/v1/image_to_video", json=small_request(image_server), headers=headers)
         assert again.status_code == 429 and "idempotent-replayed" not in again.headers
         other = client.post(
-            "/v1/image_to_video", json=_body(image_server, duration=3), headers=headers
+            "/v1/image_to_video", json=small_request(image_server, duration=3), headers=headers
         )
         assert other.status_code == 429
 
@@ -227,7 +217,7 @@ def test_records_expire_after_24_hours(srv, image_server):
     key = srv.create_key(f"idem-ttl-{uuid.uuid4().hex[:6]}", plan="pro", credits=1000)
     with srv.client(key) as client:
         headers = {"Idempotency-Key": "daily-job"}
-        first = client.post("/v1/image_to_video", json=_body(image_server), headers=headers)
+        first = client.post("/v1/image_to_video", json=small_request(image_server), headers=headers)
         assert first.status_code == 202
         db = Database(srv.database_url)
         try:
@@ -247,7 +237,7 @@ def test_records_expire_after_24_hours(srv, image_server):
             db.dispose()
         # Expired: the key is free again, even for another request.
         later = client.post(
-            "/v1/image_to_video", json=_body(image_server, duration=3), headers=headers
+            "/v1/image_to_video", json=small_request(image_server, duration=3), headers=headers
         )
         assert later.status_code == 202 and "idempotent-replayed" not in later.headers
         assert later.json()["data"]["imagevideo"]["id"] != first.json()["data"]["imagevideo"]["id"]

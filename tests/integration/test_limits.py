@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.support.redis import RedisServer
-from tests.support.servers import StillmotionServer
+from tests.support.servers import StillmotionServer, small_request
 
 READ_LIMIT = 30
 GENERATE = """
@@ -35,17 +35,6 @@ def srv(tmp_path_factory):
     ).start()
     yield server
     server.stop()
-
-
-def _body(image_server, **kw):
-    return {
-        "service": "runway-i2v",
-        "prompt": "",
-        "imageUrl": image_server.url("/astronaut-small.jpg"),
-        "version": "gen-2",
-        "duration": 2,
-        **kw,
-    }
 
 
 def _error_code(response) -> str:
@@ -69,14 +58,14 @@ def test_free_plan_eleventh_create_in_a_minute_is_429_while_polling_keeps_workin
     key = srv.create_key(f"free-{uuid.uuid4().hex[:6]}", plan="free", credits=1000)
     with srv.client(key) as client:
         first_sent = time.time()
-        r = client.post("/v1/image_to_video", json=_body(image_server))
+        r = client.post("/v1/image_to_video", json=small_request(image_server))
         first_done = time.time()
         assert r.status_code == 202, r.text
         _assert_headers(r, "create", 10)
         assert r.headers["x-ratelimit-remaining"] == "9"
         gen_id = r.json()["data"]["imagevideo"]["id"]
         remaining = [
-            client.post("/v1/image_to_video", json=_body(image_server)).headers[
+            client.post("/v1/image_to_video", json=small_request(image_server)).headers[
                 "x-ratelimit-remaining"
             ]
             for _ in range(4)
@@ -89,9 +78,12 @@ def test_free_plan_eleventh_create_in_a_minute_is_429_while_polling_keeps_workin
             assert poll.status_code == 200
             _assert_headers(poll, "read", READ_LIMIT)
         for _ in range(5):
-            assert client.post("/v1/image_to_video", json=_body(image_server)).status_code == 202
+            assert (
+                client.post("/v1/image_to_video", json=small_request(image_server)).status_code
+                == 202
+            )
         sent = time.time()
-        refused = client.post("/v1/image_to_video", json=_body(image_server))
+        refused = client.post("/v1/image_to_video", json=small_request(image_server))
         done = time.time()
         assert refused.status_code == 429, refused.text
         assert _error_code(refused) == "RATE_LIMITED"
@@ -132,10 +124,10 @@ def test_rejected_bad_requests_count_against_the_create_window(srv, image_server
     key = srv.create_key(f"bad-{uuid.uuid4().hex[:6]}", plan="free", credits=1000)
     with srv.client(key) as client:
         for _ in range(10):
-            bad = client.post("/v1/image_to_video", json=_body(image_server, duration=99))
+            bad = client.post("/v1/image_to_video", json=small_request(image_server, duration=99))
             assert bad.status_code == 400
             _assert_headers(bad, "create", 10)
-        good = client.post("/v1/image_to_video", json=_body(image_server))
+        good = client.post("/v1/image_to_video", json=small_request(image_server))
         assert good.status_code == 429 and _error_code(good) == "RATE_LIMITED"
 
 
@@ -184,8 +176,10 @@ def test_the_101st_create_in_a_utc_day_is_refused(srv, image_server):
     _insert_generations(srv, name, 100, midnight - timedelta(seconds=1))
     _insert_generations(srv, name, 99, midnight + (now - midnight) / 2)
     with srv.client(key) as client:
-        assert client.post("/v1/image_to_video", json=_body(image_server)).status_code == 202
-        refused = client.post("/v1/image_to_video", json=_body(image_server))
+        assert (
+            client.post("/v1/image_to_video", json=small_request(image_server)).status_code == 202
+        )
+        refused = client.post("/v1/image_to_video", json=small_request(image_server))
         assert refused.status_code == 429, refused.text
         assert _error_code(refused) == "DAILY_LIMIT_EXCEEDED"
         to_midnight = (midnight + timedelta(days=1) - datetime.now(UTC)).total_seconds()
@@ -217,7 +211,7 @@ def test_reads_have_their_own_per_key_limit(srv, image_server):
         # GraphQL reads share the window; creates have their own and still work.
         gql = client.post("/graphql", json={"query": "{ account { creditBalance } }"})
         assert gql.status_code == 429
-        create = client.post("/v1/image_to_video", json=_body(image_server))
+        create = client.post("/v1/image_to_video", json=small_request(image_server))
         assert create.status_code == 202
         _assert_headers(create, "create", 60)
     # Unauthenticated requests are not counted and get no limit headers.
@@ -246,9 +240,9 @@ def test_over_the_concurrency_limit_jobs_wait_throttled_and_run_in_order(
     key = backend_server.create_key(f"conc-{uuid.uuid4().hex[:6]}", plan="free", credits=1000)
     with backend_server.client(key) as client:
         ids = [
-            client.post("/v1/image_to_video", json=_body(image_server, seed=i)).json()["data"][
-                "imagevideo"
-            ]["id"]
+            client.post("/v1/image_to_video", json=small_request(image_server, seed=i)).json()[
+                "data"
+            ]["imagevideo"]["id"]
             for i in range(3)
         ]
         seen_throttled: set[str] = set()
@@ -296,11 +290,13 @@ def test_two_api_processes_sharing_redis_enforce_one_count(tmp_path, image_serve
         key = a.create_key("shared", plan="free", credits=1000)
         with a.client(key) as ca, b.client(key) as cb:
             for i in range(10):
-                r = (ca if i % 2 else cb).post("/v1/image_to_video", json=_body(image_server))
+                r = (ca if i % 2 else cb).post(
+                    "/v1/image_to_video", json=small_request(image_server)
+                )
                 assert r.status_code == 202, r.text
                 assert r.headers["x-ratelimit-remaining"] == str(9 - i)
             for client in (ca, cb):
-                refused = client.post("/v1/image_to_video", json=_body(image_server))
+                refused = client.post("/v1/image_to_video", json=small_request(image_server))
                 assert refused.status_code == 429
                 assert _error_code(refused) == "RATE_LIMITED"
         assert int(redis.command("DBSIZE").lstrip(":")) > 0
@@ -308,7 +304,9 @@ def test_two_api_processes_sharing_redis_enforce_one_count(tmp_path, image_serve
         redis.stop()
         with a.client(key) as ca:
             assert ca.get("/v1/account").status_code == 200
-            assert ca.post("/v1/image_to_video", json=_body(image_server)).status_code == 202
+            assert (
+                ca.post("/v1/image_to_video", json=small_request(image_server)).status_code == 202
+            )
         assert "rate-limit storage failed" in a.log_path.read_text()
     finally:
         for s in servers:
@@ -427,7 +425,7 @@ def test_operators_set_per_account_limits(srv, image_server):
         assert limits["requestsPerMinute"] == 2 and limits["concurrentJobs"] == 4
         assert limits["generationsPerDay"] is None
         statuses = [
-            client.post("/v1/image_to_video", json=_body(image_server)).status_code
+            client.post("/v1/image_to_video", json=small_request(image_server)).status_code
             for _ in range(3)
         ]
         assert statuses == [202, 202, 429]
@@ -451,7 +449,7 @@ def test_the_daily_cap_is_exact_under_concurrent_creates(backend_server, image_s
         with ThreadPoolExecutor(12) as pool:
             responses = list(
                 pool.map(
-                    lambda _: client.post("/v1/image_to_video", json=_body(image_server)),
+                    lambda _: client.post("/v1/image_to_video", json=small_request(image_server)),
                     range(12),
                 )
             )

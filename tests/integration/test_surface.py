@@ -28,9 +28,16 @@ def test_health_docs_and_graphiql(server):
 def test_media_is_served_with_ranges(server, image_server):
     key = server.create_key("media")
     with server.client(key) as client:
-        gen = client.post("/v1/image_to_video", json={
-            "service": "runway-i2v", "prompt": "", "version": "gen-2", "duration": 2,
-            "imageUrl": image_server.url("/astronaut-small.jpg")}).json()["data"]["imagevideo"]
+        gen = client.post(
+            "/v1/image_to_video",
+            json={
+                "service": "runway-i2v",
+                "prompt": "",
+                "version": "gen-2",
+                "duration": 2,
+                "imageUrl": image_server.url("/astronaut-small.jpg"),
+            },
+        ).json()["data"]["imagevideo"]
         deadline = time.monotonic() + 120
         while gen["status"] == "processing" and time.monotonic() < deadline:
             time.sleep(0.3)
@@ -47,13 +54,28 @@ def test_media_is_served_with_ranges(server, image_server):
 
 
 def _cli(server, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stillmotion", *args], env=server.env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "stillmotion", *args],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_keys_create_list_revoke(server):
-    created = _cli(server, "keys", "create", "--account", "cli-user", "--plan", "starter",
-                   "--credits", "50", "--json")
+    created = _cli(
+        server,
+        "keys",
+        "create",
+        "--account",
+        "cli-user",
+        "--plan",
+        "starter",
+        "--credits",
+        "50",
+        "--json",
+    )
     assert created.returncode == 0, created.stderr
     out = json.loads(created.stdout)
     key = out["key"]

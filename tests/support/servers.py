@@ -45,6 +45,18 @@ def photo_bytes(name: str = "astronaut", fmt: str = "JPEG", size: int | None = N
     return buf.getvalue()
 
 
+def small_request(image_server: ImageServer, **fields) -> dict:
+    """A REST create body for the cheapest render (gen-2, 2 s, a small photograph)."""
+    return {
+        "service": "runway-i2v",
+        "prompt": "",
+        "imageUrl": image_server.url("/astronaut-small.jpg"),
+        "version": "gen-2",
+        "duration": 2,
+        **fields,
+    }
+
+
 class ImageServer:
     """Serves `/<name>.jpg` photographs from skimage.data, and `/fake.png` (text), `/corrupt.jpg`,
     `/redirect?to=URL`, `/status/<code>`."""

@@ -45,13 +45,18 @@ class _Heartbeat(threading.Thread):
             self.stage = stage
             self._dirty.set()
 
+    def should_stop(self) -> bool:
+        """Asked by the render between frames: the job is lost, or its time is up."""
+        if not self.timed_out and time.monotonic() > self._deadline:
+            self.timed_out = True
+            self.lost.set()
+        return self.lost.is_set() or self.worker.stopping.is_set()
+
     def run(self) -> None:
         interval = min(self.worker.ctx.settings.lease_seconds / 3, 1.0)
         while not self._halt.is_set():
             self._beat()
-            if time.monotonic() > self._deadline:
-                self.timed_out = True
-                self.lost.set()
+            self.should_stop()
             self._dirty.wait(interval)
             self._dirty.clear()
 
@@ -163,7 +168,7 @@ class Worker:
                         job,
                         workdir=Path(tmp),
                         on_progress=heartbeat.report,
-                        should_cancel=lambda: heartbeat.lost.is_set() or self.stopping.is_set(),
+                        should_cancel=heartbeat.should_stop,
                     )
                 except Cancelled:
                     if self.stopping.is_set() and not heartbeat.lost.is_set():
