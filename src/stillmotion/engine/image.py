@@ -93,14 +93,3 @@ def open_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
     except Exception as exc:
         raise InvalidImage("image data is corrupt or truncated") from exc
     return image
-
-
-def sniff_content_type(data: bytes) -> str | None:
-    """The MIME type of `data` by its magic bytes, or None when it is no allowed format."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "image/jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None

@@ -27,7 +27,6 @@ from stillmotion.generations.models import Generation
 from stillmotion.generations.schemas import GenerateRequest
 from stillmotion.storage import Storage
 from stillmotion.uploads import service as uploads
-from stillmotion.webhooks import outbox
 
 STATUSES = ("processing", "completed", "failed", "cancelled")
 
@@ -215,7 +214,3 @@ def cancel(
         raise errors.AlreadyFinished(f"generation {gen.id} is already {gen.status}")
     session.refresh(gen)
     return gen
-
-
-def finish_event(*, session: Session, storage: Storage, gen: Generation) -> None:
-    outbox.enqueue_generation_event(session=session, gen=gen, storage=storage)
