@@ -105,6 +105,15 @@ def _oldest(session: Session, claimable, account_id: str) -> Generation | None:
     )
 
 
+def _held(generation_id: str, owner: str):
+    """An UPDATE of a job that `owner` still holds and that has not finished."""
+    return update(Generation).where(
+        Generation.id == generation_id,
+        Generation.lease_owner == owner,
+        Generation.status == "processing",
+    )
+
+
 def renew(
     *,
     session: Session,
@@ -117,13 +126,7 @@ def renew(
     """Extend the lease and record progress. False: the job is no longer ours to render."""
     now = utcnow()
     result = session.execute(
-        update(Generation)
-        .where(
-            Generation.id == generation_id,
-            Generation.lease_owner == owner,
-            Generation.status == "processing",
-        )
-        .values(
+        _held(generation_id, owner).values(
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             progress=func.max(Generation.progress, progress)
             if session.bind.dialect.name == "sqlite"
@@ -137,13 +140,7 @@ def renew(
 def release(*, session: Session, generation_id: str, owner: str) -> bool:
     """Hand a job back to the queue (this worker is shutting down), not counting the attempt."""
     result = session.execute(
-        update(Generation)
-        .where(
-            Generation.id == generation_id,
-            Generation.lease_owner == owner,
-            Generation.status == "processing",
-        )
-        .values(
+        _held(generation_id, owner).values(
             stage="queued",
             lease_owner=None,
             lease_expires_at=None,
@@ -169,13 +166,7 @@ def complete(
     """Mark a rendered job completed. False when it was cancelled (or lost) meanwhile."""
     now = utcnow()
     result = session.execute(
-        update(Generation)
-        .where(
-            Generation.id == generation_id,
-            Generation.lease_owner == owner,
-            Generation.status == "processing",
-        )
-        .values(
+        _held(generation_id, owner).values(
             status="completed",
             stage="done",
             progress=1.0,
