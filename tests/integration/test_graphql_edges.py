@@ -88,3 +88,27 @@ def test_two_creates_in_one_mutation_are_refused_before_anything_runs(server, im
     assert account["data"]["account"]["creditBalance"] == 1000
     single = "mutation($a: GenerateInput!) { ... on Mutation { generate(input: $a) { id } } }"
     assert _gql(server, key, single, variables).status_code == 200
+
+
+def test_cancel_generation_over_graphql(server, image_server):
+    key = server.create_key("gql-cancel", credits=100)
+    created = httpx.post(
+        server.url + "/v1/image_to_video",
+        json={
+            "service": "runway-i2v",
+            "prompt": "",
+            "duration": 10,
+            "version": "gen-3",
+            "imageUrl": image_server.url("/astronaut-small.jpg"),
+        },
+        headers={"X-API-Key": key},
+    ).json()["data"]["imagevideo"]
+    cancel = "mutation($id: ID!) { cancelGeneration(id: $id) { id status } }"
+    response = _gql(server, key, cancel, {"id": created["id"]})
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["cancelGeneration"]["status"] == "cancelled"
+    again = _gql(server, key, cancel, {"id": created["id"]})
+    assert again.status_code == 409
+    assert again.json()["errors"][0]["extensions"]["code"] == "ALREADY_FINISHED"
+    account = httpx.get(server.url + "/v1/account", headers={"X-API-Key": key}).json()
+    assert account["data"]["account"]["creditBalance"] == 100  # refunded

@@ -224,13 +224,17 @@ class Mutation:
         return await _submit(info, _animate_body(input))
 
     @strawberry.mutation(description="Cancel an unfinished generation; its credits are refunded.")
-    def cancel_generation(self, info: Info, id: strawberry.ID) -> Generation:
+    async def cancel_generation(self, info: Info, id: strawberry.ID) -> Generation:
         ctx, principal = info.context["ctx"], info.context["principal"]()
-        with ctx.db.session(write=True) as session:
-            gen = service.cancel(
-                session=session,
-                storage=ctx.storage,
-                principal=principal,
-                generation_id=str(id),
-            )
-            return Generation.from_api(to_api(gen, session=session, storage=ctx.storage))
+
+        def run() -> Generation:  # a write transaction may wait for the lock: off the loop
+            with ctx.db.session(write=True) as session:
+                gen = service.cancel(
+                    session=session,
+                    storage=ctx.storage,
+                    principal=principal,
+                    generation_id=str(id),
+                )
+                return Generation.from_api(to_api(gen, session=session, storage=ctx.storage))
+
+        return await run_in_threadpool(run)
