@@ -180,9 +180,9 @@ def _animate_body(data: ImageAnimationInput) -> dict[str, Any]:
 async def _submit(info: Info, body: dict[str, Any]) -> Generation:
     ctx, principal = info.context["ctx"], info.context["principal"]()
     await info.context["count_create"]()  # per-minute limit, counted before validation
-    gen = await service.submit(ctx=ctx, principal=principal, request=parse_request(body))
+    _, view = await service.submit(ctx=ctx, principal=principal, request=parse_request(body))
     info.context["notify_workers"]()
-    return await run_in_threadpool(_read, info, gen.id)
+    return Generation.from_api(view)
 
 
 def _read(info: Info, generation_id: str) -> Generation:

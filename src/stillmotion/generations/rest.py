@@ -89,12 +89,8 @@ async def _create(request: Request, ctx, principal, raw: bytes) -> Response:
     if isinstance(body, dict) and "prompt" not in body:
         raise errors.ValidationFailed("prompt: field required", field="prompt")
     gen_request = parse_request(body)
-    gen = await service.submit(ctx=ctx, principal=principal, request=gen_request)
+    gen, payload = await service.submit(ctx=ctx, principal=principal, request=gen_request)
     request.app.state.notify_workers()
-    if ctx.db.is_sqlite:  # CPU in this process: no thread hop (see `read`)
-        payload = _view(ctx, gen.id, principal)
-    else:
-        payload = await run_in_threadpool(_view, ctx, gen.id, principal)
     return Response(
         content=json.dumps(_wrap(payload)),
         status_code=202,

@@ -11,6 +11,7 @@ import base64
 import json
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,6 +26,7 @@ from stillmotion.db import Database, new_id, utcnow
 from stillmotion.engine import output_size
 from stillmotion.generations.models import Generation
 from stillmotion.generations.schemas import GenerateRequest
+from stillmotion.generations.views import to_api
 from stillmotion.storage import Storage
 from stillmotion.uploads import service as uploads
 
@@ -60,8 +62,12 @@ def check_request(request: GenerateRequest, *, settings: Settings) -> None:
         net.check_url_syntax(request.webhook_url)
 
 
-async def submit(*, ctx: Context, principal: Principal, request: GenerateRequest) -> Generation:
-    """Accept a generation: check, fetch and store the image, then create and charge the job."""
+async def submit(
+    *, ctx: Context, principal: Principal, request: GenerateRequest
+) -> tuple[Generation, dict[str, Any]]:
+    """Accept a generation: check, fetch and store the image, then create and charge the job.
+
+    Returns the row and its API view (§3) as of the accepting transaction."""
     settings = ctx.settings
     check_request(request, settings=settings)
     if request.webhook_url:
@@ -124,7 +130,10 @@ async def submit(*, ctx: Context, principal: Principal, request: GenerateRequest
         )
         session.add(gen)
         session.flush()
-    return gen
+        # The answer is built here, from the row in hand and the account already locked, so
+        # the create needs no second read and reports the queue as it stood at acceptance.
+        view = to_api(gen, session=session, storage=ctx.storage)
+    return gen, view
 
 
 def get(*, session: Session, principal: Principal, generation_id: str) -> Generation:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from stillmotion.accounts.models import Account
@@ -23,28 +23,30 @@ def iso(value: datetime | None) -> str | None:
 
 
 def public_stage(*, session: Session, gen: Generation) -> str:
-    """`throttled` for a queued job whose account is at its concurrency limit."""
+    """`throttled` for a queued job whose account is at its concurrency limit: its running
+    jobs plus its older queued ones fill every slot. The count stops at the limit, so its cost
+    does not grow with the account's backlog."""
     if gen.status != "processing" or gen.stage != "queued":
         return gen.stage
     account = session.get(Account, gen.account_id)
-    running = session.scalar(
-        select(func.count()).where(
+    if account is None:
+        return gen.stage
+    concurrent = limits_for(account).concurrent
+    ahead = (
+        select(Generation.id)
+        .where(
             Generation.account_id == gen.account_id,
             Generation.status == "processing",
-            Generation.stage.in_(RUNNING_STAGES),
+            or_(
+                Generation.stage.in_(RUNNING_STAGES),
+                (Generation.stage == "queued") & (Generation.created_at < gen.created_at),
+            ),
         )
+        .limit(concurrent)
+        .subquery()
     )
-    earlier = session.scalar(
-        select(func.count()).where(
-            Generation.account_id == gen.account_id,
-            Generation.status == "processing",
-            Generation.stage == "queued",
-            Generation.created_at < gen.created_at,
-        )
-    )
-    if account is not None and running + earlier >= limits_for(account).concurrent:
-        return "throttled"
-    return "queued"
+    busy = session.scalar(select(func.count()).select_from(ahead))
+    return "throttled" if busy >= concurrent else "queued"
 
 
 def queue_position(*, session: Session, gen: Generation) -> int | None:
