@@ -13,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from tests.support import rows
 from tests.support.redis import RedisServer
 from tests.support.servers import StillmotionServer, small_request
 
@@ -133,8 +134,7 @@ def test_rejected_bad_requests_count_against_the_create_window(srv, image_server
 
 def _insert_generations(srv, account_name: str, count: int, created_at: datetime) -> None:
     from stillmotion.accounts.models import Account
-    from stillmotion.db import Database, new_id
-    from stillmotion.generations.models import Generation
+    from stillmotion.db import Database
 
     db = Database(srv.database_url)
     try:
@@ -142,23 +142,11 @@ def _insert_generations(srv, account_name: str, count: int, created_at: datetime
             account_id = session.scalar(select(Account.id).where(Account.name == account_name))
             for i in range(count):
                 session.add(
-                    Generation(
-                        id=new_id("gen"),
-                        account_id=account_id,
+                    rows.generation(
+                        account_id,
                         status="completed",
                         stage="done",
-                        service="runway-i2v",
-                        provider="local",
-                        version="gen-2",
-                        aspect_ratio="16:9",
-                        duration=2,
-                        motion_intensity="medium",
-                        prompt="",
                         seed=i,
-                        credit_cost=4,
-                        source_key="sources/none",
-                        width=1280,
-                        height=720,
                         created_at=created_at,
                     )
                 )
@@ -312,69 +300,6 @@ def test_two_api_processes_sharing_redis_enforce_one_count(tmp_path, image_serve
         for s in servers:
             s.stop()
         redis.stop()
-
-
-def test_a_throttled_backlog_does_not_starve_other_accounts(tmp_path):
-    """An account at its concurrency limit with a long queue (more than any claim batch)
-    must not keep idle workers from other accounts' jobs."""
-    import stillmotion.models  # noqa: F401  (every table)
-    from stillmotion.accounts import service as accounts
-    from stillmotion.db import Base, Database, new_id, utcnow
-    from stillmotion.generations.models import Generation
-    from stillmotion.jobs import queue
-    from stillmotion.storage import LocalStorage
-
-    db = Database(f"sqlite:///{tmp_path / 'queue.db'}")
-    Base.metadata.create_all(db.engine)
-    start = utcnow()
-
-    def job(account_id: str, n: int, **kw) -> Generation:
-        return Generation(
-            id=new_id("gen"),
-            account_id=account_id,
-            service="runway-i2v",
-            provider="local",
-            version="gen-2",
-            aspect_ratio="16:9",
-            duration=2,
-            motion_intensity="medium",
-            prompt="",
-            seed=n,
-            credit_cost=4,
-            source_key="sources/x",
-            width=1280,
-            height=720,
-            created_at=start + timedelta(milliseconds=n),
-            **kw,
-        )
-
-    try:
-        with db.session(write=True) as session:
-            free, _ = accounts.get_or_create_account(session=session, name="busy", plan="free")
-            other, _ = accounts.get_or_create_account(session=session, name="other", plan="pro")
-            session.add(
-                job(
-                    free.id,
-                    0,
-                    stage="rendering",
-                    lease_owner="w0",
-                    lease_expires_at=start + timedelta(minutes=5),
-                )
-            )
-            session.add_all(job(free.id, n) for n in range(1, 26))  # throttled backlog
-            session.add(job(other.id, 100))
-            other_id = other.id
-        with db.session(write=True) as session:
-            claimed = queue.claim(
-                session=session,
-                storage=LocalStorage(tmp_path / "media", public_url="http://x"),
-                owner="w1",
-                lease_seconds=30,
-                max_attempts=3,
-            )
-            assert claimed is not None and claimed.account_id == other_id
-    finally:
-        db.dispose()
 
 
 def test_a_create_behind_a_fragment_is_still_counted(srv, image_server):

@@ -15,6 +15,7 @@ from stillmotion.generations.models import Generation
 from stillmotion.jobs import queue
 from stillmotion.migrations import upgrade
 from stillmotion.storage import LocalStorage
+from tests.support import rows
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -46,22 +47,8 @@ def _job(db, account_id: str, offset_ms: int) -> str:
     with db.session(write=True) as session:
         credits.charge(session=session, account_id=account_id, amount=4, generation_id=gen_id)
         session.add(
-            Generation(
-                id=gen_id,
-                account_id=account_id,
-                service="runway-i2v",
-                provider="local",
-                version="gen-2",
-                aspect_ratio="16:9",
-                duration=2,
-                motion_intensity="medium",
-                prompt="",
-                seed=1,
-                credit_cost=4,
-                source_key="sources/x.jpg",
-                width=1280,
-                height=720,
-                created_at=utcnow() + timedelta(milliseconds=offset_ms),
+            rows.generation(
+                account_id, id=gen_id, created_at=utcnow() + timedelta(milliseconds=offset_ms)
             )
         )
     return gen_id
