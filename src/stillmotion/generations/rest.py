@@ -86,9 +86,7 @@ async def _create(request: Request, ctx, principal, raw: bytes) -> Response:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise errors.BadRequest("the request body is not valid JSON") from None
-    if isinstance(body, dict) and "prompt" not in body:
-        raise errors.ValidationFailed("prompt: field required", field="prompt")
-    gen_request = parse_request(body)
+    gen_request = parse_request(body, prompt_required=True)
     gen, payload = await service.submit(ctx=ctx, principal=principal, request=gen_request)
     request.app.state.notify_workers()
     return Response(

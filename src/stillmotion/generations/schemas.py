@@ -99,9 +99,13 @@ def _camel(part: str) -> str:
     return to_camel(part) if not part.isdigit() else part
 
 
-def parse_request(data: Any) -> GenerateRequest:
+def parse_request(data: Any, *, prompt_required: bool = False) -> GenerateRequest:
+    """Validate one request. `prompt_required`: the REST shape, whose seed table makes
+    `prompt` mandatory (the GraphQL shapes leave it optional)."""
     if not isinstance(data, dict):
         raise errors.BadRequest("the request body must be a JSON object")
+    if prompt_required and "prompt" not in data:
+        raise errors.ValidationFailed("prompt: field required", field="prompt")
     try:
         return GenerateRequest.model_validate(data)
     except ValidationError as exc:
