@@ -18,6 +18,8 @@ class Generation(Base):
     __table_args__ = (
         Index("ix_generations_queue", "status", "stage", "created_at"),
         Index("ix_generations_account_created", "account_id", "created_at"),
+        # An account's unfinished jobs by stage: the "throttled" count and the claim.
+        Index("ix_generations_account_active", "account_id", "status", "stage", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("gen"))
