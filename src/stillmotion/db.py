@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import secrets
 import string
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,7 +69,12 @@ def new_id(prefix: str) -> str:
     for _ in range(9):
         ms, r = divmod(ms, 62)
         head = _ALPHABET[r] + head
-    return f"{prefix}_{head}{''.join(secrets.choice(_ALPHABET) for _ in range(12))}"
+    bits = secrets.randbits(72)  # one read of the system's randomness, not twelve
+    tail = ""
+    for _ in range(12):
+        bits, r = divmod(bits, 62)
+        tail += _ALPHABET[r]
+    return f"{prefix}_{head}{tail}"
 
 
 def make_engine(url: str) -> Engine:
@@ -111,6 +117,10 @@ class Database:
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self.write_sessionmaker = sessionmaker(writer, expire_on_commit=False)
+        # SQLite has one writer at a time. Threads of this process queue for it here: SQLite's
+        # own busy handler sleeps with growing back-off, so under load a waiting thread could
+        # lose to newcomers for a second or more (other processes still meet that handler).
+        self._write_lock = threading.RLock() if self.is_sqlite else nullcontext()
 
     @property
     def is_sqlite(self) -> bool:
@@ -123,8 +133,11 @@ class Database:
         `write=True` for a transaction that reads and then writes: on SQLite it takes the write
         lock at BEGIN, so two such transactions queue instead of one failing on lock upgrade.
         """
-        maker = self.write_sessionmaker if write else self.sessionmaker
-        with maker() as session, session.begin():
+        if not write:
+            with self.sessionmaker() as session, session.begin():
+                yield session
+            return
+        with self._write_lock, self.write_sessionmaker() as session, session.begin():
             yield session
 
     def dispose(self) -> None:
