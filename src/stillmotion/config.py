@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(
         1.0, ge=0, description="How long a checked API key is trusted without a lookup."
     )
+    intake_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Source images checked at once per API process (0: one per CPU).",
+    )
     # Queue
     lease_seconds: float = Field(
         30.0, gt=0, description="A claimed job is re-claimable after this."

@@ -89,6 +89,4 @@ def require_admin(principal: Annotated[Principal, Depends(read_limited)]) -> Pri
 ContextDep = Annotated[Context, Depends(get_context)]
 # Every authenticated route but the creates: counted as a read (accounts/limits.py).
 CurrentPrincipal = Annotated[Principal, Depends(read_limited)]
-# Create routes: authenticated only; the route counts the create after its idempotency check.
-CreatePrincipal = Annotated[Principal, Depends(authenticate)]
 AdminPrincipal = Annotated[Principal, Depends(require_admin)]

@@ -199,15 +199,18 @@ async def graphql(request: Request) -> Response:
 
     if operation.kind != "mutation":
         return await execute()
-    canonical = json.dumps(
-        {
-            "query": operation.normalized,
-            "variables": variables,
-            "operationName": payload.get("operationName"),
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+
+    def canonical() -> str:
+        return json.dumps(
+            {
+                "query": operation.normalized,
+                "variables": variables,
+                "operationName": payload.get("operationName"),
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
     return await idempotency.run(
         request=request,
         db=ctx.db,

@@ -29,11 +29,12 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -227,32 +228,48 @@ def start_of_utc_day(now: datetime | None = None) -> datetime:
     return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def check_daily(*, session: Session, account_id: str) -> Account:
-    """Refuse a create over the account's daily limit (UTC day). Call it in the transaction
-    that creates the generation: it locks the account row first (PostgreSQL; SQLite's write
-    transaction is already exclusive), so concurrent creates count each other."""
+@cache
+def _daily_statements():
+    """The account lock and today's count, built once (they run on every create)."""
     from stillmotion.generations.models import Generation
 
-    account = session.scalar(select(Account).where(Account.id == account_id).with_for_update())
+    lock = (
+        select(
+            Account.plan, Account.limit_per_minute, Account.limit_concurrent, Account.limit_daily
+        )
+        .where(Account.id == bindparam("account_id"))
+        .with_for_update()
+    )
+    created_since = select(func.count(Generation.id)).where(
+        Generation.account_id == bindparam("account_id"),
+        Generation.created_at >= bindparam("since"),
+    )
+    return lock, created_since
+
+
+def check_daily(*, session: Session, account_id: str) -> Limits:
+    """Refuse a create over the account's daily limit (UTC day), or return the account's
+    limits. Call it in the transaction that creates the generation: it locks the account row
+    first (PostgreSQL; SQLite's write transaction is already exclusive), so concurrent creates
+    count each other."""
+    lock, created_since = _daily_statements()
+    conn = session.connection()
+    account = conn.execute(lock, {"account_id": account_id}).first()
     if account is None:
         raise errors.NotFound("no such account")
-    daily = limits_for(account).daily
-    if daily is None:
-        return account
+    plan = limits_for(account)
+    if plan.daily is None:
+        return plan
     day = start_of_utc_day()
-    today = session.scalar(
-        select(func.count()).where(
-            Generation.account_id == account_id, Generation.created_at >= day
-        )
-    )
-    if today >= daily:
+    today = conn.scalar(created_since, {"account_id": account_id, "since": day})
+    if today >= plan.daily:
         reset = day + timedelta(days=1)
         raise errors.DailyLimitExceeded(
-            f"Daily limit of {daily} generations reached; it resets at 00:00 UTC",
+            f"Daily limit of {plan.daily} generations reached; it resets at 00:00 UTC",
             retry_after=math.ceil((reset - datetime.now(UTC)).total_seconds()),
-            limit=daily,
+            limit=plan.daily,
         )
-    return account
+    return plan
 
 
 def set_overrides(

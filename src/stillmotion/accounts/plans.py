@@ -24,7 +24,8 @@ PLANS: dict[str, Limits] = {
 
 
 def limits_for(account: Account) -> Limits:
-    """The plan's limits with the account's own overrides applied."""
+    """The plan's limits with the account's own overrides applied (`account`: the row, or
+    anything with its `plan` and `limit_*` attributes)."""
     base = PLANS[account.plan]
     return Limits(
         per_minute=account.limit_per_minute or base.per_minute,

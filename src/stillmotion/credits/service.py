@@ -17,8 +17,9 @@ threshold is one episode of low credit, not many.)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,6 +45,32 @@ def threshold_of(account_threshold: int | None, settings: Settings | None = None
     return (settings or get_settings()).low_credit_threshold
 
 
+@dataclass(frozen=True)
+class Change:
+    """What one ledger change did: its kind, the signed amount and the balance after it."""
+
+    kind: str
+    amount: int
+    balance_after: int
+
+
+# Built once: these run on every create, and building a statement costs more than running it.
+_ADD = (
+    update(Account)
+    .where(Account.id == bindparam("account_id"))
+    .values(credit_balance=Account.credit_balance + bindparam("amount"))
+    .returning(
+        Account.credit_balance,
+        Account.low_credit_threshold,
+        Account.credits_low_notified,
+        Account.webhook_url,
+    )
+)
+_ADD_IF_FUNDED = _ADD.where(Account.credit_balance >= bindparam("required"))
+_INSERT_ENTRY = insert(LedgerEntry.__table__)
+_BALANCE = select(Account.credit_balance).where(Account.id == bindparam("account_id"))
+
+
 def _apply(
     *,
     session: Session,
@@ -54,24 +81,19 @@ def _apply(
     note: str | None,
     require_funds: bool,
     settings: Settings | None = None,
-) -> LedgerEntry:
+) -> Change:
     assert kind in KINDS
-    query = (
-        update(Account)
-        .where(Account.id == account_id)
-        .values(credit_balance=Account.credit_balance + amount)
-        .returning(
-            Account.credit_balance,
-            Account.low_credit_threshold,
-            Account.credits_low_notified,
-            Account.webhook_url,
-        )
-    )
+    # Core statements on the session's connection (no ORM unit of work on the money path);
+    # pending ORM changes go first, and the account's in-session copy is expired after.
+    session.flush()
+    conn = session.connection()
+    params = {"account_id": account_id, "amount": amount}
     if amount < 0 and require_funds:
-        query = query.where(Account.credit_balance >= -amount)
-    row = session.execute(query).first()
+        row = conn.execute(_ADD_IF_FUNDED, {**params, "required": -amount}).first()
+    else:
+        row = conn.execute(_ADD, params).first()
     if row is None:
-        available = session.scalar(select(Account.credit_balance).where(Account.id == account_id))
+        available = conn.scalar(_BALANCE, {"account_id": account_id})
         if available is None:
             raise errors.NotFound("no such account")
         raise errors.InsufficientCredits(required=-amount, available=available)
@@ -89,17 +111,21 @@ def _apply(
         session.execute(
             update(Account).where(Account.id == account_id).values(credits_low_notified=False)
         )
-    entry = LedgerEntry(
-        account_id=account_id,
-        kind=kind,
-        amount=amount,
-        balance_after=new_balance,
-        generation_id=generation_id,
-        note=note,
+    conn.execute(
+        _INSERT_ENTRY,
+        {
+            "account_id": account_id,
+            "kind": kind,
+            "amount": amount,
+            "balance_after": new_balance,
+            "generation_id": generation_id,
+            "note": note,
+        },
     )
-    session.add(entry)
-    session.flush()
-    return entry
+    cached = session.identity_map.get(session.identity_key(Account, account_id))
+    if cached is not None:
+        session.expire(cached, ["credit_balance", "credits_low_notified"])
+    return Change(kind=kind, amount=amount, balance_after=new_balance)
 
 
 def _credits_low(
@@ -135,7 +161,7 @@ def charge(
     amount: int,
     generation_id: str,
     settings: Settings | None = None,
-) -> LedgerEntry:
+) -> Change:
     """Take `amount` for a generation, or raise `InsufficientCredits` and change nothing."""
     return _apply(
         session=session,
@@ -149,7 +175,7 @@ def charge(
     )
 
 
-def refund(*, session: Session, generation_id: str, note: str) -> LedgerEntry | None:
+def refund(*, session: Session, generation_id: str, note: str) -> Change | None:
     """Give back what `generation_id` was charged, once. None when it was never charged or
     was refunded already (the unique (generation_id, kind) constraint is the last guard)."""
     charged = session.scalar(
@@ -189,7 +215,7 @@ def grant(
     kind: str = "grant",
     note: str | None = None,
     settings: Settings | None = None,
-) -> LedgerEntry:
+) -> Change:
     """Add (or, for an adjustment, possibly remove) credits. A negative adjustment cannot take
     the balance below zero."""
     if kind not in ("grant", "topup", "adjustment"):

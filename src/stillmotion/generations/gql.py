@@ -180,7 +180,7 @@ def _animate_body(data: ImageAnimationInput) -> dict[str, Any]:
 async def _submit(info: Info, body: dict[str, Any]) -> Generation:
     ctx, principal = info.context["ctx"], info.context["principal"]()
     await info.context["count_create"]()  # per-minute limit, counted before validation
-    _, view = await service.submit(ctx=ctx, principal=principal, request=parse_request(body))
+    view = await service.submit(ctx=ctx, principal=principal, request=parse_request(body))
     info.context["notify_workers"]()
     return Generation.from_api(view)
 

@@ -173,12 +173,13 @@ async def run(
     db: Database,
     account_id: str,
     transport: str,
-    canonical: str,
+    canonical: Callable[[], str],
     handler: Callable[[], Awaitable[Response]],
     on_short_circuit: Callable[[], Awaitable[None]] | None = None,
 ) -> Response:
     """Handle a create request under its `Idempotency-Key` (or plainly, without one).
 
+    `canonical` makes the request's canonical form (called only when there is a key);
     `handler` makes the response (domain errors become error responses here, so they can be
     stored); `on_short_circuit` runs when the handler does not (replay, 409, 422), e.g. to
     report the rate-limit window without counting the request.
@@ -186,7 +187,7 @@ async def run(
     key = key_from(request.headers)
     if key is None:
         return await handler()
-    request_hash = fingerprint(transport, canonical)
+    request_hash = fingerprint(transport, canonical())
     global _last_purge
     if time.monotonic() - _last_purge > PURGE_EVERY_SECONDS:
         _last_purge = time.monotonic()

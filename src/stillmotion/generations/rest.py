@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from stillmotion import errors
 from stillmotion.accounts import limits
-from stillmotion.deps import ContextDep, CreatePrincipal, CurrentPrincipal, read_limited
+from stillmotion.deps import ContextDep, CurrentPrincipal, authenticate, read_limited
 from stillmotion.generations import idempotency, service
 from stillmotion.generations.models import Generation
 from stillmotion.generations.schemas import GenerateRequest, parse_request
@@ -51,7 +51,11 @@ def _wrap(data: dict[str, Any]) -> dict[str, Any]:
         }
     },
 )
-async def create(request: Request, ctx: ContextDep, principal: CreatePrincipal) -> Response:
+async def create(request: Request) -> Response:
+    # Like `read`, no FastAPI dependencies: the route authenticates itself (the create is
+    # counted after its idempotency check, below).
+    principal = await authenticate(request)
+    ctx = request.app.state.ctx
     raw = await request.body()
     limiter = request.app.state.limiter
     plan = await limits.plan_limits(
@@ -75,7 +79,7 @@ async def create(request: Request, ctx: ContextDep, principal: CreatePrincipal) 
         db=ctx.db,
         account_id=principal.account_id,
         transport="rest",
-        canonical="POST /v1/image_to_video\n" + idempotency.canonical_json(raw),
+        canonical=lambda: "POST /v1/image_to_video\n" + idempotency.canonical_json(raw),
         handler=handle,
         on_short_circuit=peek,
     )
@@ -87,13 +91,13 @@ async def _create(request: Request, ctx, principal, raw: bytes) -> Response:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise errors.BadRequest("the request body is not valid JSON") from None
     gen_request = parse_request(body, prompt_required=True)
-    gen, payload = await service.submit(ctx=ctx, principal=principal, request=gen_request)
+    payload = await service.submit(ctx=ctx, principal=principal, request=gen_request)
     request.app.state.notify_workers()
     return Response(
         content=json.dumps(_wrap(payload)),
         status_code=202,
         media_type="application/json",
-        headers={"Location": f"{ctx.settings.public_url}/v1/image_to_video/{gen.id}"},
+        headers={"Location": f"{ctx.settings.public_url}/v1/image_to_video/{payload['id']}"},
     )
 
 

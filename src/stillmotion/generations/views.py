@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from stillmotion.accounts.models import Account
@@ -22,49 +22,65 @@ def iso(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-def public_stage(*, session: Session, gen: Generation) -> str:
-    """`throttled` for a queued job whose account is at its concurrency limit: its running
-    jobs plus its older queued ones fill every slot. The count stops at the limit, so its cost
-    does not grow with the account's backlog."""
-    if gen.status != "processing" or gen.stage != "queued":
-        return gen.stage
-    account = session.get(Account, gen.account_id)
-    if account is None:
-        return gen.stage
-    concurrent = limits_for(account).concurrent
-    ahead = (
+# Built once (a queued job's view is made on every create and on polls of queued jobs), and
+# one statement for both counts:
+# - busy: the account's running jobs and its older queued ones, counted up to its concurrency
+#   limit (so the cost does not grow with the account's backlog); at the limit the job is
+#   `throttled`;
+# - ahead: queued jobs older than this one, of any account (`queuePosition` - 1).
+_QUEUE_STATE = select(
+    select(func.count())
+    .select_from(
         select(Generation.id)
         .where(
-            Generation.account_id == gen.account_id,
+            Generation.account_id == bindparam("account_id"),
             Generation.status == "processing",
             or_(
                 Generation.stage.in_(RUNNING_STAGES),
-                (Generation.stage == "queued") & (Generation.created_at < gen.created_at),
+                (Generation.stage == "queued") & (Generation.created_at < bindparam("created_at")),
             ),
         )
-        .limit(concurrent)
+        .limit(bindparam("concurrent"))
         .subquery()
     )
-    busy = session.scalar(select(func.count()).select_from(ahead))
-    return "throttled" if busy >= concurrent else "queued"
-
-
-def queue_position(*, session: Session, gen: Generation) -> int | None:
-    """1-based place among all queued jobs, or None once the job has started."""
-    if gen.status != "processing" or gen.stage != "queued":
-        return None
-    ahead = session.scalar(
-        select(func.count()).where(
-            Generation.status == "processing",
-            Generation.stage == "queued",
-            Generation.created_at < gen.created_at,
-        )
+    .scalar_subquery()
+    .label("busy"),
+    select(func.count())
+    .where(
+        Generation.status == "processing",
+        Generation.stage == "queued",
+        Generation.created_at < bindparam("created_at"),
     )
-    return ahead + 1
+    .scalar_subquery()
+    .label("ahead"),
+)
 
 
-def to_api(gen: Generation, *, session: Session, storage: Storage) -> dict[str, Any]:
+def queue_state(
+    *, session: Session, gen: Generation, concurrent: int | None = None
+) -> tuple[str, int | None]:
+    """The public `stage` and `queuePosition` (1-based among all queued jobs, None once
+    started). `concurrent`: the account's concurrency limit when the caller has it (else the
+    account is read)."""
+    if gen.status != "processing" or gen.stage != "queued":
+        return gen.stage, None
+    if concurrent is None:
+        account = session.get(Account, gen.account_id)
+        concurrent = limits_for(account).concurrent if account is not None else 1
+    busy, ahead = session.connection().execute(
+        _QUEUE_STATE,
+        {"account_id": gen.account_id, "created_at": gen.created_at, "concurrent": concurrent},
+    ).one()
+    return ("throttled" if busy >= concurrent else "queued"), ahead + 1
+
+
+def to_api(
+    gen: Generation, *, session: Session, storage: Storage, concurrent: int | None = None
+) -> dict[str, Any]:
+    """The §3 object. `gen` is the row (an ORM object, or anything with its attributes);
+    `session` is needed only for a queued job (its stage and queue position are counts)."""
     completed = gen.status == "completed"
+    stage, position = queue_state(session=session, gen=gen, concurrent=concurrent)
     return {
         "id": gen.id,
         "status": gen.status,
@@ -74,8 +90,8 @@ def to_api(gen: Generation, *, session: Session, storage: Storage) -> dict[str, 
         "url": storage.url(gen.output_key) if completed and gen.output_key else None,
         "posterUrl": storage.url(gen.poster_key) if completed and gen.poster_key else None,
         "progress": round(gen.progress, 4),
-        "stage": public_stage(session=session, gen=gen),
-        "queuePosition": queue_position(session=session, gen=gen),
+        "stage": stage,
+        "queuePosition": position,
         "creditCost": gen.credit_cost,
         "webhookUrl": gen.webhook_url,
         "prompt": gen.prompt,

@@ -13,8 +13,6 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-from starlette.concurrency import run_in_threadpool
-
 from stillmotion import errors, net
 from stillmotion.config import Settings
 from stillmotion.db import Database, utcnow
@@ -80,10 +78,20 @@ def decode_data_uri(ref: str, *, settings: Settings) -> bytes:
         raise errors.InvalidImage("the data URI is not valid base64") from None
 
 
+@dataclass(frozen=True)
+class Source:
+    """The image a request names: bytes still to be checked and stored, or an upload that
+    already was."""
+
+    data: bytes | None = None
+    stored: StoredImage | None = None
+
+
 async def resolve_source(
     *, db: Database, settings: Settings, storage: Storage, account_id: str, ref: str
-) -> StoredImage:
-    """Fetch, decode, check and store the image that `ref` names."""
+) -> Source:
+    """Fetch (or decode from its data URI) the image that `ref` names; `store_source` then
+    checks and stores it."""
     ref = ref.strip()
     if ref.startswith("upload://"):
         upload_id = ref.removeprefix("upload://")
@@ -94,29 +102,37 @@ async def resolve_source(
                     f"no upload {upload_id!r} (uploads are kept {settings.upload_ttl_hours} h)",
                     field="image",
                 )
-            return StoredImage(
-                key=row.storage_key,
-                content_type=row.content_type,
-                width=row.width,
-                height=row.height,
-                bytes=row.bytes,
+            return Source(
+                stored=StoredImage(
+                    key=row.storage_key,
+                    content_type=row.content_type,
+                    width=row.width,
+                    height=row.height,
+                    bytes=row.bytes,
+                )
             )
     if ref[:5].lower() == "data:":
-        data = decode_data_uri(ref, settings=settings)
-    elif ref[:7].lower() == "http://" or ref[:8].lower() == "https://":
+        return Source(data=decode_data_uri(ref, settings=settings))
+    if ref[:7].lower() == "http://" or ref[:8].lower() == "https://":
         result = await net.fetch(
             ref, allow_networks=settings.networks, max_bytes=settings.max_image_bytes
         )
-        data = result.content
-    elif "://" in ref:
+        return Source(data=result.content)
+    if "://" in ref:
         raise errors.UrlNotAllowed("only http and https image URLs are allowed")
-    else:
-        raise errors.ValidationFailed(
-            "image must be an http(s) URL, a data:image/…;base64 URI or an upload:// id",
-            field="image",
-        )
-    fmt, width, height = await run_in_threadpool(check_image, data, settings=settings)
-    return await run_in_threadpool(_store, storage, data, fmt, width, height)
+    raise errors.ValidationFailed(
+        "image must be an http(s) URL, a data:image/…;base64 URI or an upload:// id",
+        field="image",
+    )
+
+
+def store_source(source: Source, *, storage: Storage, settings: Settings) -> StoredImage:
+    """Check a fetched image and store its bytes (blocking: decodes and writes a file)."""
+    if source.stored is not None:
+        return source.stored
+    assert source.data is not None
+    fmt, width, height = check_image(source.data, settings=settings)
+    return _store(storage, source.data, fmt, width, height)
 
 
 def create_upload(
@@ -128,7 +144,7 @@ def create_upload(
     """
     fmt, width, height = check_image(data, settings=settings)
     stored = _store(storage, data, fmt, width, height)
-    with db.session() as session:
+    with db.session(write=True) as session:
         row = Upload(
             account_id=account_id,
             storage_key=stored.key,
