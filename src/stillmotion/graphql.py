@@ -211,6 +211,11 @@ async def graphql(request: Request) -> Response:
             separators=(",", ":"),
         )
 
+    async def recover(gen_id: str) -> Response:
+        # The create resolver answers with this job instead of creating one (generations/gql).
+        context["recovered_generation"] = gen_id
+        return await execute()
+
     return await idempotency.run(
         request=request,
         db=ctx.db,
@@ -218,6 +223,7 @@ async def graphql(request: Request) -> Response:
         transport="graphql",
         canonical=canonical,
         handler=execute,
+        recover=recover,
     )
 
 

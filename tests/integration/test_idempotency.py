@@ -241,3 +241,119 @@ def test_records_expire_after_24_hours(srv, image_server):
         )
         assert later.status_code == 202 and "idempotent-replayed" not in later.headers
         assert later.json()["data"]["imagevideo"]["id"] != first.json()["data"]["imagevideo"]["id"]
+
+
+def _abandon(srv, idem: str, *, minutes: float = 3) -> str | None:
+    """Put the key's record back as a process that died before storing its response leaves it:
+    in progress, no response, taken `minutes` ago (over the 2-minute lock). Returns the job the
+    request noted on it, if any."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from stillmotion.db import Database, utcnow
+    from stillmotion.generations.models import IdempotencyRecord
+
+    db = Database(srv.database_url)
+    try:
+        with db.session(write=True) as session:
+            record = session.scalars(
+                select(IdempotencyRecord).where(IdempotencyRecord.key == idem)
+            ).one()
+            record.state = "in_progress"
+            record.response_status = record.response_body = record.response_headers = None
+            record.created_at = utcnow() - timedelta(minutes=minutes)
+            return record.generation_id
+    finally:
+        db.dispose()
+
+
+def test_a_request_that_died_after_creating_its_job_is_answered_from_the_job(srv, image_server):
+    """The crash window: the job committed, the process died before the response was stored.
+    The job's transaction noted it on the record, so a retry gets that job, not a second."""
+    key = srv.create_key(f"idem-crash-{uuid.uuid4().hex[:6]}", plan="pro", credits=1000)
+    body = small_request(image_server)
+    with srv.client(key) as client:
+        idem = str(uuid.uuid4())
+        first = client.post("/v1/image_to_video", json=body, headers={"Idempotency-Key": idem})
+        assert first.status_code == 202
+        gen_id = first.json()["data"]["imagevideo"]["id"]
+        assert _abandon(srv, idem, minutes=1) == gen_id
+        # Within the lock time the request still counts as running.
+        assert (
+            client.post(
+                "/v1/image_to_video", json=body, headers={"Idempotency-Key": idem}
+            ).status_code
+            == 409
+        )
+        _abandon(srv, idem)
+        retry = client.post("/v1/image_to_video", json=body, headers={"Idempotency-Key": idem})
+        assert retry.status_code == 202, retry.text
+        assert retry.json()["data"]["imagevideo"]["id"] == gen_id
+        assert retry.headers["location"].endswith(f"/v1/image_to_video/{gen_id}")
+        # From now on it is an ordinary stored response.
+        again = client.post("/v1/image_to_video", json=body, headers={"Idempotency-Key": idem})
+        assert again.headers.get("idempotent-replayed") == "true"
+        assert again.content == retry.content
+        # Another body under the key is still refused.
+        other = small_request(image_server, duration=3)
+        _abandon(srv, idem)
+        assert (
+            client.post(
+                "/v1/image_to_video", json=other, headers={"Idempotency-Key": idem}
+            ).status_code
+            == 422
+        )
+
+        # GraphQL: the operation runs against the job instead of creating one.
+        gql_idem = str(uuid.uuid4())
+        payload = {"query": GENERATE, "variables": {"input": _gql_input(image_server)}}
+        first = client.post("/graphql", json=payload, headers={"Idempotency-Key": gql_idem})
+        assert first.status_code == 200 and "errors" not in first.json(), first.text
+        gql_id = first.json()["data"]["generate"]["id"]
+        assert _abandon(srv, gql_idem) == gql_id
+        retry = client.post("/graphql", json=payload, headers={"Idempotency-Key": gql_idem})
+        assert retry.status_code == 200, retry.text
+        assert retry.json()["data"]["generate"] == first.json()["data"]["generate"]
+
+        jobs = {j["id"] for j in _jobs(client)}
+        charges = [e for e in _ledger(client) if e["kind"] == "charge"]
+    assert jobs == {gen_id, gql_id}
+    assert sorted(e["generationId"] for e in charges) == sorted([gen_id, gql_id])
+
+
+def test_a_request_that_died_before_creating_its_job_runs_again(srv, image_server):
+    import json
+    from datetime import timedelta
+
+    from stillmotion.db import Database, utcnow
+    from stillmotion.generations import idempotency
+    from stillmotion.generations.models import IdempotencyRecord
+
+    key = srv.create_key(f"idem-early-{uuid.uuid4().hex[:6]}", plan="pro", credits=1000)
+    body = small_request(image_server)
+    idem = str(uuid.uuid4())
+    with srv.client(key) as client:
+        account_id = client.get("/v1/account").json()["data"]["account"]["id"]
+        # The record as a request leaves it when its process died before its job committed.
+        canonical = "POST /v1/image_to_video\n" + idempotency.canonical_json(
+            json.dumps(body).encode()
+        )
+        db = Database(srv.database_url)
+        try:
+            with db.session(write=True) as session:
+                session.add(
+                    IdempotencyRecord(
+                        account_id=account_id,
+                        key=idem,
+                        request_hash=idempotency.fingerprint("rest", canonical),
+                        state="in_progress",
+                        created_at=utcnow() - timedelta(minutes=3),
+                        expires_at=utcnow() + timedelta(hours=21),
+                    )
+                )
+        finally:
+            db.dispose()
+        retry = client.post("/v1/image_to_video", json=body, headers={"Idempotency-Key": idem})
+        assert retry.status_code == 202 and "idempotent-replayed" not in retry.headers
+        assert [j["id"] for j in _jobs(client)] == [retry.json()["data"]["imagevideo"]["id"]]

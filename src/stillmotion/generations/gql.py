@@ -179,6 +179,11 @@ def _animate_body(data: ImageAnimationInput) -> dict[str, Any]:
 
 async def _submit(info: Info, body: dict[str, Any]) -> Generation:
     ctx, principal = info.context["ctx"], info.context["principal"]()
+    recovered = info.context.get("recovered_generation")
+    if recovered is not None:
+        # This request's job was created by an earlier attempt whose process died before the
+        # response was stored (generations/idempotency.py): answer with that job.
+        return await run_in_threadpool(_read, info, recovered)
     await info.context["count_create"]()  # per-minute limit, counted before validation
     view = await service.submit(ctx=ctx, principal=principal, request=parse_request(body))
     info.context["notify_workers"]()

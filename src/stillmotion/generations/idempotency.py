@@ -14,8 +14,10 @@ What is stored: the first response's status, body (byte for byte) and its `Conte
 executing the request and are replayed like a 2xx. Records expire after 24 hours.
 
 A record left `in_progress` by a process that died mid-request is taken over after
-`LOCK_SECONDS`; a crash between the job's commit and the record's completion can therefore let
-a retry after that lock time create a second job (the known window of this design).
+`LOCK_SECONDS`. The transaction that creates the job also writes the job's id on the record
+(the recovery point, `mark_created`): a record taken over with a job on it is answered from
+that job (REST: `202` with its current state; GraphQL: the operation run against it instead
+of creating), never by creating a second one. One taken over without a job is run again.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -45,6 +48,14 @@ NOT_STORED = frozenset({400, 401, 413, 429})
 PURGE_EVERY_SECONDS = 3600.0  # expired records are deleted at most this often, per process
 _last_purge = -PURGE_EVERY_SECONDS
 
+# The record of the request being handled in this task, for `mark_created`.
+current_record: ContextVar[int | None] = ContextVar("idempotency_record", default=None)
+_MARK = (
+    update(IdempotencyRecord.__table__)
+    .where(IdempotencyRecord.__table__.c.id == bindparam("record_id"))
+    .values(generation_id=bindparam("generation_id"))
+)
+
 
 @dataclass(frozen=True)
 class Stored:
@@ -58,6 +69,20 @@ class Stored:
             status_code=self.status,
             headers={**self.headers, "Idempotent-Replayed": "true"},
         )
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """A record taken over from a request that died after creating `generation_id`."""
+
+    record_id: int
+    generation_id: str
+
+
+def mark_created(conn: Connection, *, record_id: int | None, generation_id: str) -> None:
+    """Note the job on the request's record; call it in the transaction that creates the job."""
+    if record_id is not None:
+        conn.execute(_MARK, {"record_id": record_id, "generation_id": generation_id})
 
 
 def key_from(headers) -> str | None:
@@ -88,9 +113,12 @@ def storable(status: int) -> bool:
     return status < 500 and status not in NOT_STORED
 
 
-def begin(*, db: Database, account_id: str, key: str, request_hash: str) -> int | Stored:
+def begin(
+    *, db: Database, account_id: str, key: str, request_hash: str
+) -> int | Stored | Recovered:
     """Insert the in-progress record and return its id, or return the stored response, or
-    raise `IdempotencyInProgress` / `IdempotencyKeyReused`."""
+    the job an abandoned request created, or raise `IdempotencyInProgress` /
+    `IdempotencyKeyReused`."""
     for _ in range(5):
         now = utcnow()
         try:
@@ -119,11 +147,15 @@ def begin(*, db: Database, account_id: str, key: str, request_hash: str) -> int 
             abandoned = record.state == "in_progress" and record.created_at < now - timedelta(
                 seconds=LOCK_SECONDS
             )
-            if record.expires_at <= now or abandoned:
+            if record.expires_at <= now or (abandoned and record.generation_id is None):
                 session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record.id))
                 continue
             if record.request_hash != request_hash:
                 raise errors.IdempotencyKeyReused()
+            if abandoned:
+                # Its job exists; take the record over (others now see it in progress again).
+                record.created_at = now
+                return Recovered(record_id=record.id, generation_id=record.generation_id)
             if record.state != "completed":
                 raise errors.IdempotencyInProgress()
             return Stored(
@@ -154,8 +186,16 @@ def complete(*, db: Database, record_id: int, response: Response) -> None:
 
 
 def release(*, db: Database, record_id: int) -> None:
+    """Free the key after a request that ended without a response: delete the record, unless
+    the request created its job, in which case the record is left to be recovered at once."""
     with db.session(write=True) as session:
-        session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
+        record = session.get(IdempotencyRecord, record_id)
+        if record is None:
+            return
+        if record.generation_id is None:
+            session.delete(record)
+        else:
+            record.created_at = utcnow() - timedelta(seconds=LOCK_SECONDS + 1)
 
 
 def purge_expired(*, db: Database) -> int:
@@ -175,14 +215,17 @@ async def run(
     transport: str,
     canonical: Callable[[], str],
     handler: Callable[[], Awaitable[Response]],
+    recover: Callable[[str], Awaitable[Response]],
     on_short_circuit: Callable[[], Awaitable[None]] | None = None,
 ) -> Response:
     """Handle a create request under its `Idempotency-Key` (or plainly, without one).
 
     `canonical` makes the request's canonical form (called only when there is a key);
     `handler` makes the response (domain errors become error responses here, so they can be
-    stored); `on_short_circuit` runs when the handler does not (replay, 409, 422), e.g. to
-    report the rate-limit window without counting the request.
+    stored); `recover` makes it from the job that an abandoned request created;
+    `on_short_circuit` runs when neither does (replay, 409, 422), e.g. to report the
+    rate-limit window without counting the request (and before `recover`, which counts
+    nothing either).
     """
     key = key_from(request.headers)
     if key is None:
@@ -204,13 +247,24 @@ async def run(
         if on_short_circuit is not None:
             await on_short_circuit()
         return outcome.response()
+    if isinstance(outcome, Recovered):
+        record_id = outcome.record_id
+        if on_short_circuit is not None:
+            await on_short_circuit()
+        make = lambda: recover(outcome.generation_id)  # noqa: E731
+    else:
+        record_id = outcome
+        make = handler
+    token = current_record.set(record_id)
     try:
         try:
-            response = await handler()
+            response = await make()
         except errors.StillmotionError as exc:
             response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
     except BaseException:
-        await run_in_threadpool(release, db=db, record_id=outcome)
+        await run_in_threadpool(release, db=db, record_id=record_id)
         raise
-    await run_in_threadpool(complete, db=db, record_id=outcome, response=response)
+    finally:
+        current_record.reset(token)
+    await run_in_threadpool(complete, db=db, record_id=record_id, response=response)
     return response

@@ -77,6 +77,10 @@ class IdempotencyRecord(Base):
     response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     response_body: Mapped[str | None] = mapped_column(Text, nullable=True)
     response_headers: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    # The recovery point: the job this request created, written in the job's own transaction,
+    # so a request whose process died before its response was stored is answered from the job
+    # instead of being run again.
+    generation_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

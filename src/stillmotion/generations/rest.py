@@ -74,6 +74,12 @@ async def create(request: Request) -> Response:
             limiter=limiter, scope=request.scope, principal=principal, limits=plan
         )
 
+    async def recover(gen_id: str) -> Response:
+        # The job exists (its request died before the response was stored): answer as the
+        # create would have, with the job as it is now.
+        payload = await run_in_threadpool(_view, ctx, gen_id, principal)
+        return _accepted(ctx, payload)
+
     return await idempotency.run(
         request=request,
         db=ctx.db,
@@ -81,6 +87,7 @@ async def create(request: Request) -> Response:
         transport="rest",
         canonical=lambda: "POST /v1/image_to_video\n" + idempotency.canonical_json(raw),
         handler=handle,
+        recover=recover,
         on_short_circuit=peek,
     )
 
@@ -93,6 +100,10 @@ async def _create(request: Request, ctx, principal, raw: bytes) -> Response:
     gen_request = parse_request(body, prompt_required=True)
     payload = await service.submit(ctx=ctx, principal=principal, request=gen_request)
     request.app.state.notify_workers()
+    return _accepted(ctx, payload)
+
+
+def _accepted(ctx, payload: dict[str, Any]) -> Response:
     return Response(
         content=json.dumps(_wrap(payload)),
         status_code=202,

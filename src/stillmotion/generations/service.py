@@ -29,6 +29,7 @@ from stillmotion.config import Settings
 from stillmotion.credits import service as credits
 from stillmotion.db import Database, new_id, utcnow
 from stillmotion.engine import output_size
+from stillmotion.generations import idempotency
 from stillmotion.generations.models import Generation
 from stillmotion.generations.schemas import GenerateRequest
 from stillmotion.generations.views import to_api
@@ -106,18 +107,24 @@ async def submit(*, ctx: Context, principal: Principal, request: GenerateRequest
         functools.partial(uploads.store_source, source, storage=ctx.storage, settings=settings),
         limiter=_intake_limiter(settings.intake_threads),
     )
+    record_id = idempotency.current_record.get()
     if ctx.db.is_sqlite:
         # A local transaction of a few hundred microseconds of CPU: cheaper on the loop than a
         # thread hop (threads of this process queue for SQLite's lock in `Database`).
-        return _accept(ctx, principal, request, stored)
+        return _accept(ctx, principal, request, stored, record_id)
     # PostgreSQL: the transaction waits on the network.
-    return await run_in_threadpool(_accept, ctx, principal, request, stored)
+    return await run_in_threadpool(_accept, ctx, principal, request, stored, record_id)
 
 
 def _accept(
-    ctx: Context, principal: Principal, request: GenerateRequest, stored: uploads.StoredImage
+    ctx: Context,
+    principal: Principal,
+    request: GenerateRequest,
+    stored: uploads.StoredImage,
+    record_id: int | None,
 ) -> dict[str, Any]:
-    """Create and charge the job in one transaction; return its view."""
+    """Create and charge the job in one transaction, noting it on the request's idempotency
+    record (`record_id`) if it has one; return its view."""
     settings = ctx.settings
     width, height = output_size(request.version, request.aspect_ratio)
     cost = credits.price(
@@ -169,6 +176,7 @@ def _accept(
             settings=settings,
         )
         session.connection().execute(_INSERT, row)
+        idempotency.mark_created(session.connection(), record_id=record_id, generation_id=row["id"])
         # The answer is built here, from the row in hand and the account already locked, so
         # the create needs no second read and reports the queue as it stood at acceptance.
         return to_api(

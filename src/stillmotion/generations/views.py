@@ -67,10 +67,8 @@ def queue_state(
     if concurrent is None:
         account = session.get(Account, gen.account_id)
         concurrent = limits_for(account).concurrent if account is not None else 1
-    busy, ahead = session.connection().execute(
-        _QUEUE_STATE,
-        {"account_id": gen.account_id, "created_at": gen.created_at, "concurrent": concurrent},
-    ).one()
+    params = {"account_id": gen.account_id, "created_at": gen.created_at, "concurrent": concurrent}
+    busy, ahead = session.connection().execute(_QUEUE_STATE, params).one()
     return ("throttled" if busy >= concurrent else "queued"), ahead + 1
 
 
