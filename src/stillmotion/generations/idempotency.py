@@ -29,8 +29,9 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -40,6 +41,7 @@ from stillmotion import errors
 from stillmotion.db import Database, utcnow
 from stillmotion.generations.models import IdempotencyRecord
 
+T = TypeVar("T")
 HEADER = "idempotency-key"
 TTL = timedelta(hours=24)
 LOCK_SECONDS = 120
@@ -50,11 +52,33 @@ _last_purge = -PURGE_EVERY_SECONDS
 
 # The record of the request being handled in this task, for `mark_created`.
 current_record: ContextVar[int | None] = ContextVar("idempotency_record", default=None)
+
+# Built once: with a key, every create runs the first two, and the job's transaction the third.
+_TABLE = IdempotencyRecord.__table__
+_INSERT = insert(_TABLE).returning(_TABLE.c.id)
+_COMPLETE = (
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("record_id"))
+    .values(
+        state="completed",
+        response_status=bindparam("response_status"),
+        response_body=bindparam("response_body"),
+        response_headers=bindparam("response_headers"),
+    )
+)
 _MARK = (
-    update(IdempotencyRecord.__table__)
-    .where(IdempotencyRecord.__table__.c.id == bindparam("record_id"))
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("record_id"))
     .values(generation_id=bindparam("generation_id"))
 )
+
+
+async def _call(db: Database, fn: Callable[..., T], **kwargs) -> T:
+    """A short transaction: on the event loop for SQLite (local; cheaper than a thread hop),
+    in the thread pool for PostgreSQL (it waits on the network)."""
+    if db.is_sqlite:
+        return fn(db=db, **kwargs)
+    return await run_in_threadpool(fn, db=db, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -123,17 +147,17 @@ def begin(
         now = utcnow()
         try:
             with db.session(write=True) as session:
-                record = IdempotencyRecord(
-                    account_id=account_id,
-                    key=key,
-                    request_hash=request_hash,
-                    state="in_progress",
-                    created_at=now,
-                    expires_at=now + TTL,
+                return session.connection().scalar(
+                    _INSERT,
+                    {
+                        "account_id": account_id,
+                        "key": key,
+                        "request_hash": request_hash,
+                        "state": "in_progress",
+                        "created_at": now,
+                        "expires_at": now + TTL,
+                    },
                 )
-                session.add(record)
-                session.flush()
-                return record.id
         except IntegrityError:
             pass
         with db.session(write=True) as session:
@@ -173,15 +197,14 @@ def complete(*, db: Database, record_id: int, response: Response) -> None:
             session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
             return
         headers = {k: response.headers[k] for k in REPLAYED_HEADERS if k in response.headers}
-        session.execute(
-            update(IdempotencyRecord)
-            .where(IdempotencyRecord.id == record_id)
-            .values(
-                state="completed",
-                response_status=response.status_code,
-                response_body=bytes(response.body).decode(),
-                response_headers=headers,
-            )
+        session.connection().execute(
+            _COMPLETE,
+            {
+                "record_id": record_id,
+                "response_status": response.status_code,
+                "response_body": bytes(response.body).decode(),
+                "response_headers": headers,
+            },
         )
 
 
@@ -234,11 +257,9 @@ async def run(
     global _last_purge
     if time.monotonic() - _last_purge > PURGE_EVERY_SECONDS:
         _last_purge = time.monotonic()
-        await run_in_threadpool(purge_expired, db=db)
+        await _call(db, purge_expired)
     try:
-        outcome = await run_in_threadpool(
-            begin, db=db, account_id=account_id, key=key, request_hash=request_hash
-        )
+        outcome = await _call(db, begin, account_id=account_id, key=key, request_hash=request_hash)
     except errors.StillmotionError:
         if on_short_circuit is not None:
             await on_short_circuit()
@@ -262,9 +283,9 @@ async def run(
         except errors.StillmotionError as exc:
             response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
     except BaseException:
-        await run_in_threadpool(release, db=db, record_id=record_id)
+        await _call(db, release, record_id=record_id)
         raise
     finally:
         current_record.reset(token)
-    await run_in_threadpool(complete, db=db, record_id=record_id, response=response)
+    await _call(db, complete, record_id=record_id, response=response)
     return response
