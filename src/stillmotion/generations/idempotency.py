@@ -192,10 +192,10 @@ def begin(
 
 def complete(*, db: Database, record_id: int, response: Response) -> None:
     """Store the response for replay, or release the key when it is not to be stored."""
+    if not storable(response.status_code):
+        release(db=db, record_id=record_id)
+        return
     with db.session(write=True) as session:
-        if not storable(response.status_code):
-            session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
-            return
         headers = {k: response.headers[k] for k in REPLAYED_HEADERS if k in response.headers}
         session.connection().execute(
             _COMPLETE,
