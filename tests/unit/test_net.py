@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import trustme
 
 from stillmotion import net
 from stillmotion.errors import ImageFetchFailed, PayloadTooLarge, UrlNotAllowed
@@ -559,27 +558,13 @@ def test_fetch_failures_say_what_happened(dns: FakeDNS) -> None:
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A test CA and a certificate for images.example, made with the openssl command."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
+    """A test CA (ca.pem) and a certificate for images.example (leaf.pem, leaf.key)."""
     folder = tmp_path_factory.mktemp("tls")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=stillmotion test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
-    openssl("req", *ec, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=images.example")
-    (folder / "leaf.ext").write_text(
-        "subjectAltName=DNS:images.example\nbasicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
-    )
-    openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "leaf.pem", "-days", "2",
-            "-extfile", "leaf.ext")  # fmt: skip
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(folder / "ca.pem")
+    leaf = ca.issue_cert("images.example")
+    leaf.cert_chain_pems[0].write_to_path(folder / "leaf.pem")
+    leaf.private_key_pem.write_to_path(folder / "leaf.key")
     return folder
 
 
