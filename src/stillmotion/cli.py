@@ -10,7 +10,9 @@ import json
 import logging
 import signal
 import threading
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -52,6 +54,26 @@ def _migrate(settings) -> None:
     from stillmotion.migrations import upgrade
 
     upgrade(settings.resolved_database_url)
+
+
+@contextmanager
+def _database(*, migrate: bool = True, error_code: int = 1) -> Iterator[tuple[Any, Any]]:
+    """(settings, database) for an operator command: migrated first when `migrate`, disposed
+    after; a domain error is printed as `error: …` and exits with `error_code`."""
+    from stillmotion import errors
+    from stillmotion.db import Database
+
+    settings = _settings()
+    if migrate:
+        _migrate(settings)
+    db = Database(settings.resolved_database_url)
+    try:
+        yield settings, db
+    except errors.StillmotionError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(error_code) from None
+    finally:
+        db.dispose()
 
 
 def _first_key(settings) -> str | None:
@@ -166,28 +188,15 @@ def keys_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create an API key (and the account if needed). The key is printed once."""
-    from stillmotion import errors
     from stillmotion.accounts import service as accounts
     from stillmotion.credits import service as credits
-    from stillmotion.db import Database
 
-    settings = _settings()
-    _migrate(settings)
-    db = Database(settings.resolved_database_url)
-    try:
-        with db.session(write=True) as session:
-            acc, _ = accounts.get_or_create_account(session=session, name=account, plan=plan)
-            if credits_ > 0:
-                credits.grant(
-                    session=session, account_id=acc.id, amount=credits_, note="keys create"
-                )
-            row, key = accounts.create_key(session=session, account=acc, admin=admin)
-            account_id = acc.id
-    except errors.StillmotionError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from None
-    finally:
-        db.dispose()
+    with _database(error_code=2) as (_, db), db.session(write=True) as session:
+        acc, _ = accounts.get_or_create_account(session=session, name=account, plan=plan)
+        if credits_ > 0:
+            credits.grant(session=session, account_id=acc.id, amount=credits_, note="keys create")
+        row, key = accounts.create_key(session=session, account=acc, admin=admin)
+        account_id = acc.id
     if as_json:
         print(
             json.dumps({"key": key, "account": account, "accountId": account_id, "keyId": row.id})
@@ -202,12 +211,9 @@ def keys_list(
 ) -> None:
     """List keys (their first 8 characters, never the key)."""
     from stillmotion.accounts import service as accounts
-    from stillmotion.db import Database
 
-    settings = _settings()
-    db = Database(settings.resolved_database_url)
     table = Table("id", "prefix", "account", "role", "created", "revoked")
-    with db.session() as session:
+    with _database(migrate=False) as (_, db), db.session() as session:
         for k in accounts.list_keys(session=session, account_name=account):
             table.add_row(
                 k.id,
@@ -217,7 +223,6 @@ def keys_list(
                 k.created_at.isoformat(timespec="seconds"),
                 k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
             )
-    db.dispose()
     console.print(table)
 
 
@@ -226,21 +231,11 @@ def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="Key id (key_…) or its 8-character prefix.")],
 ) -> None:
     """Revoke a key: from now on it is a wrong key."""
-    from stillmotion import errors
     from stillmotion.accounts import service as accounts
-    from stillmotion.db import Database
 
-    settings = _settings()
-    db = Database(settings.resolved_database_url)
-    try:
-        with db.session(write=True) as session:
-            row = accounts.revoke_key(session=session, key_id_or_prefix=key_id)
-            console.print(f"revoked {row.id} ({row.prefix}…)")
-    except errors.StillmotionError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(1) from None
-    finally:
-        db.dispose()
+    with _database(migrate=False) as (_, db), db.session(write=True) as session:
+        row = accounts.revoke_key(session=session, key_id_or_prefix=key_id)
+        console.print(f"revoked {row.id} ({row.prefix}…)")
 
 
 def _credit_change(account: str, amount: int, kind: str, note: str | None) -> None:
@@ -249,33 +244,22 @@ def _credit_change(account: str, amount: int, kind: str, note: str | None) -> No
     from stillmotion import errors
     from stillmotion.accounts.models import Account
     from stillmotion.credits import service as credits
-    from stillmotion.db import Database
 
-    settings = _settings()
-    _migrate(settings)
-    db = Database(settings.resolved_database_url)
-    try:
-        with db.session(write=True) as session:
-            acc = session.scalar(select(Account).where(Account.name == account))
-            if acc is None:
-                raise errors.NotFound(f"no account {account!r}")
-            entry = credits.grant(
-                session=session,
-                account_id=acc.id,
-                amount=amount,
-                kind=kind,
-                note=note,
-                settings=settings,
-            )
-            console.print(
-                f"{kind} {entry.amount:+d} for [bold]{account}[/bold]: "
-                f"balance {entry.balance_after}"
-            )
-    except errors.StillmotionError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(1) from None
-    finally:
-        db.dispose()
+    with _database() as (settings, db), db.session(write=True) as session:
+        acc = session.scalar(select(Account).where(Account.name == account))
+        if acc is None:
+            raise errors.NotFound(f"no account {account!r}")
+        entry = credits.grant(
+            session=session,
+            account_id=acc.id,
+            amount=amount,
+            kind=kind,
+            note=note,
+            settings=settings,
+        )
+        console.print(
+            f"{kind} {entry.amount:+d} for [bold]{account}[/bold]: balance {entry.balance_after}"
+        )
 
 
 @credits_app.command("grant")
@@ -308,23 +292,17 @@ def credits_ledger(
     """Show an account's ledger, newest first, and check that it sums to the balance."""
     from sqlalchemy import select
 
+    from stillmotion import errors
     from stillmotion.accounts.models import Account
     from stillmotion.credits import service as credits
-    from stillmotion.db import Database
 
-    settings = _settings()
-    db = Database(settings.resolved_database_url)
-    try:
-        with db.session() as session:
-            acc = session.scalar(select(Account).where(Account.name == account))
-            if acc is None:
-                err.print(f"[red]error:[/red] no account {account!r}")
-                raise typer.Exit(1)
-            entries, _ = credits.ledger_page(session=session, account_id=acc.id, limit=limit)
-            total = credits.ledger_sum(session=session, account_id=acc.id)
-            balance = acc.credit_balance
-    finally:
-        db.dispose()
+    with _database(migrate=False) as (_, db), db.session() as session:
+        acc = session.scalar(select(Account).where(Account.name == account))
+        if acc is None:
+            raise errors.NotFound(f"no account {account!r}")
+        entries, _ = credits.ledger_page(session=session, account_id=acc.id, limit=limit)
+        total = credits.ledger_sum(session=session, account_id=acc.id)
+        balance = acc.credit_balance
     if as_json:
         print(json.dumps({"balance": balance, "ledgerSum": total, "entries": entries}))
         return
@@ -357,36 +335,25 @@ def limits_set(
     reset: Annotated[bool, typer.Option(help="Clear the overrides first.")] = False,
 ) -> None:
     """Change an account's plan or override its plan's limits (enterprise accounts)."""
-    from stillmotion import errors
     from stillmotion.accounts import limits
     from stillmotion.accounts.plans import limits_for
-    from stillmotion.db import Database
 
-    settings = _settings()
-    _migrate(settings)
-    db = Database(settings.resolved_database_url)
-    try:
-        with db.session(write=True) as session:
-            acc = limits.set_overrides(
-                session=session,
-                account_name=account,
-                plan=plan,
-                per_minute=per_minute,
-                concurrent=concurrent,
-                daily=daily,
-                low_credit_threshold=low_credit_threshold,
-                reset=reset,
-            )
-            now = limits_for(acc)
-            console.print(
-                f"[bold]{account}[/bold] ({acc.plan}): {now.per_minute}/min, "
-                f"{now.concurrent} at once, {now.daily or 'unlimited'}/day"
-            )
-    except errors.StillmotionError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(1) from None
-    finally:
-        db.dispose()
+    with _database() as (_, db), db.session(write=True) as session:
+        acc = limits.set_overrides(
+            session=session,
+            account_name=account,
+            plan=plan,
+            per_minute=per_minute,
+            concurrent=concurrent,
+            daily=daily,
+            low_credit_threshold=low_credit_threshold,
+            reset=reset,
+        )
+        now = limits_for(acc)
+        console.print(
+            f"[bold]{account}[/bold] ({acc.plan}): {now.per_minute}/min, "
+            f"{now.concurrent} at once, {now.daily or 'unlimited'}/day"
+        )
 
 
 def _register_tools() -> None:
