@@ -142,16 +142,15 @@ def create_upload(
 
     The decode and the write happen before the transaction, which only inserts the row.
     """
-    fmt, width, height = check_image(data, settings=settings)
-    stored = _store(storage, data, fmt, width, height)
+    stored = store_source(Source(data=data), storage=storage, settings=settings)
     with db.session(write=True) as session:
         row = Upload(
             account_id=account_id,
             storage_key=stored.key,
             content_type=stored.content_type,
             bytes=stored.bytes,
-            width=width,
-            height=height,
+            width=stored.width,
+            height=stored.height,
             expires_at=utcnow() + timedelta(hours=settings.upload_ttl_hours),
         )
         session.add(row)
