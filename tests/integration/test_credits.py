@@ -15,7 +15,8 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from tests.support.servers import StillmotionServer, photo_bytes, small_request
+from tests.support import api
+from tests.support.servers import StillmotionServer, photo_bytes, small_gql_input, small_request
 
 GENERATE = """
 mutation Generate($input: GenerateInput!) {
@@ -30,22 +31,10 @@ def srv(idle_server):
     return idle_server
 
 
-def _account(client) -> dict:
-    r = client.get("/v1/account")
-    assert r.status_code == 200, r.text
-    return r.json()["data"]["account"]
-
-
-def _ledger(client) -> list[dict]:
-    r = client.get("/v1/account/ledger", params={"limit": 500})
-    assert r.status_code == 200, r.text
-    return r.json()["data"]["ledger"]
-
-
 def _assert_books_balance(client) -> list[dict]:
     """The balance is the ledger's sum, and no entry ever left it negative."""
-    entries = _ledger(client)
-    balance = _account(client)["creditBalance"]
+    entries = api.ledger(client)
+    balance = api.account(client)["creditBalance"]
     assert sum(e["amount"] for e in entries) == balance
     assert entries[0]["balanceAfter"] == balance
     assert all(e["balanceAfter"] >= 0 for e in entries)
@@ -77,16 +66,6 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _wait_finished(client, gen_id: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        gen = client.get(f"/v1/image_to_video/{gen_id}").json()["data"]["imagevideo"]
-        if gen["status"] != "processing":
-            return gen
-        time.sleep(0.1)
-    raise AssertionError(f"{gen_id} did not finish: {gen}")
-
-
 def test_credits_for_n_jobs_accept_exactly_n_of_4n_concurrent_creates(srv, image_server):
     n = 5
     key = srv.create_key(f"race-{uuid.uuid4().hex[:6]}", plan="pro", credits=n * COST)
@@ -99,14 +78,7 @@ def test_credits_for_n_jobs_accept_exactly_n_of_4n_concurrent_creates(srv, image
                 body = r.json()
                 gen = body.get("data", {}).get("imagevideo") if r.status_code == 202 else None
             else:
-                variables = {
-                    "input": {
-                        "type": "VIDEO",
-                        "provider": "runway-i2v",
-                        "input": {"imageUrl": image_server.url("/astronaut-small.jpg")},
-                        "options": {"version": "gen-2", "duration": 2},
-                    }
-                }
+                variables = {"input": small_gql_input(image_server)}
                 r = client.post("/graphql", json={"query": GENERATE, "variables": variables})
                 body = r.json()
                 gen = (body.get("data") or {}).get("generate")
@@ -123,7 +95,7 @@ def test_credits_for_n_jobs_accept_exactly_n_of_4n_concurrent_creates(srv, image
             assert ext["code"] == "INSUFFICIENT_CREDITS"
             assert ext["creditsRequired"] == COST
             assert 0 <= ext["creditsAvailable"] < COST
-        assert _account(client)["creditBalance"] == 0
+        assert api.account(client)["creditBalance"] == 0
         entries = _assert_books_balance(client)
         charges = [e for e in entries if e["kind"] == "charge"]
         assert sorted(e["generationId"] for e in charges) == sorted(g["id"] for g in accepted)
@@ -136,7 +108,7 @@ def test_cancel_refunds_exactly_once_under_concurrent_cancels(srv, image_server)
         gen = client.post("/v1/image_to_video", json=small_request(image_server)).json()["data"][
             "imagevideo"
         ]
-        assert _account(client)["creditBalance"] == 100 - COST
+        assert api.account(client)["creditBalance"] == 100 - COST
         with ThreadPoolExecutor(10) as pool:
             responses = list(
                 pool.map(lambda _: client.delete(f"/v1/image_to_video/{gen['id']}"), range(10))
@@ -146,7 +118,7 @@ def test_cancel_refunds_exactly_once_under_concurrent_cancels(srv, image_server)
         assert {
             r.json()["errors"][0]["extensions"]["code"] for r in responses if r.status_code == 409
         } == {"ALREADY_FINISHED"}
-        assert _account(client)["creditBalance"] == 100
+        assert api.account(client)["creditBalance"] == 100
         entries = _assert_books_balance(client)
         refunds = [e for e in entries if e["kind"] == "refund"]
         assert [(e["generationId"], e["amount"]) for e in refunds] == [(gen["id"], COST)]
@@ -161,7 +133,7 @@ def test_failed_jobs_are_refunded_once(srv, image_server):
             client.post("/v1/image_to_video", json=body).json()["data"]["imagevideo"]["id"]
             for _ in range(2)
         ]
-        assert _account(client)["creditBalance"] == 100 - 2 * COST
+        assert api.account(client)["creditBalance"] == 100 - 2 * COST
         # The stored source goes bad before any worker runs: every render of it fails.
         digest = hashlib.sha256(photo_bytes("chelsea")).hexdigest()
         stored = srv.data_dir / "media" / "sources" / f"{digest}.jpg"
@@ -169,14 +141,14 @@ def test_failed_jobs_are_refunded_once(srv, image_server):
         stored.write_bytes(b"\xff\xd8\xff" + b"not a JPEG any more" * 100)
         worker = _worker(srv)
         try:
-            finished = [_wait_finished(client, gen_id) for gen_id in ids]
+            finished = [api.wait_finished(client, gen_id, timeout=60) for gen_id in ids]
         finally:
             _stop(worker)
         assert [g["status"] for g in finished] == ["failed", "failed"], finished
         assert all(g["error"]["code"] for g in finished)
         # Cancelling a failed job changes nothing.
         assert client.delete(f"/v1/image_to_video/{ids[0]}").status_code == 409
-        assert _account(client)["creditBalance"] == 100
+        assert api.account(client)["creditBalance"] == 100
         refunds = [e for e in _assert_books_balance(client) if e["kind"] == "refund"]
         assert sorted(e["generationId"] for e in refunds) == sorted(ids)
 
@@ -205,7 +177,7 @@ def test_cancel_racing_completion_refunds_only_what_did_not_complete(srv, image_
                     time.sleep(0.01)
                 time.sleep(delay)
                 outcomes[gen_id] = client.delete(f"/v1/image_to_video/{gen_id}").status_code
-            finished = {gen_id: _wait_finished(client, gen_id) for gen_id in ids}
+            finished = {gen_id: api.wait_finished(client, gen_id, timeout=60) for gen_id in ids}
         finally:
             _stop(worker)
         assert set(outcomes.values()) <= {200, 409}
@@ -217,7 +189,7 @@ def test_cancel_racing_completion_refunds_only_what_did_not_complete(srv, image_
             assert (gen_id in refunded) == (gen["status"] == "cancelled")
             assert (gen["url"] is not None) == (gen["status"] == "completed")
         completed = sum(g["status"] == "completed" for g in finished.values())
-        assert _account(client)["creditBalance"] == 100 - completed * COST
+        assert api.account(client)["creditBalance"] == 100 - completed * COST
 
 
 def test_credits_low_is_recorded_once_per_crossing(srv, image_server):
@@ -250,7 +222,7 @@ def test_credits_low_is_recorded_once_per_crossing(srv, image_server):
                 return [json.loads(r.payload) for r in rows]
 
         with srv.client(key) as client:
-            assert _account(client)["lowCreditThreshold"] == 10
+            assert api.account(client)["lowCreditThreshold"] == 10
 
             def create():
                 r = client.post("/v1/image_to_video", json=small_request(image_server))
@@ -317,7 +289,7 @@ def test_operator_cli_grants_adjusts_and_shows_the_ledger(srv):
         ("grant", 500, "welcome"),
     ]
     with srv.client(key) as client:
-        assert _account(client)["creditBalance"] == 380
+        assert api.account(client)["creditBalance"] == 380
         gql = client.post(
             "/graphql",
             json={"query": "{ account { creditBalance ledger(first: 1) { kind amount note } } }"},

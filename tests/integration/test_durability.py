@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 from sqlalchemy import select
 
 from stillmotion.db import Database
 from stillmotion.generations.models import Generation
+from tests.support import api
 from tests.support.video import SIZES, check_video
 
 pytestmark = pytest.mark.slow
@@ -18,6 +18,12 @@ pytestmark = pytest.mark.slow
 # production encoder preset takes tens of seconds here.
 SLOW_RENDER = {"version": "gen-3", "duration": 10}
 SLOW_ENV = {"STILLMOTION_X264_PRESET": "medium"}
+# Renders here take a while: wait longer, and poll well inside the pro plan's read limit.
+SLOW_WAIT = {"timeout": 180, "interval": 0.2}
+
+
+def _rendering(gen: dict) -> bool:
+    return gen["stage"] == "rendering" and gen["progress"] > 0.05
 
 
 def _submit(client, image_url: str, **extra) -> str:
@@ -34,22 +40,6 @@ def _submit(client, image_url: str, **extra) -> str:
     return response.json()["data"]["imagevideo"]["id"]
 
 
-def _get(client, gen_id: str) -> dict:
-    response = client.get(f"/v1/image_to_video/{gen_id}")
-    assert response.status_code == 200, response.text
-    return response.json()["data"]["imagevideo"]
-
-
-def _wait(client, gen_id: str, predicate, timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        gen = _get(client, gen_id)
-        if predicate(gen):
-            return gen
-        time.sleep(0.2)
-    raise AssertionError(f"timed out; last state {gen}")
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_worker_killed_mid_render_is_picked_up_again(make_server, image_server, backend):
     srv = make_server(backend, workers=0, env=SLOW_ENV).start()
@@ -57,16 +47,14 @@ def test_worker_killed_mid_render_is_picked_up_again(make_server, image_server, 
     with srv.client(key) as client:
         gen_id = _submit(client, image_server.url("/astronaut.jpg"), **SLOW_RENDER)
         first = srv.worker_process()
-        rendering = _wait(
-            client, gen_id, lambda g: g["stage"] == "rendering" and g["progress"] > 0.05
-        )
+        rendering = api.wait_until(client, gen_id, _rendering, **SLOW_WAIT)
         first.send_signal(signal.SIGKILL)
         first.wait()
         # The job is still accepted and unfinished; nobody renders it until the lease expires.
-        assert _get(client, gen_id)["status"] == "processing"
+        assert api.generation(client, gen_id)["status"] == "processing"
         second = srv.worker_process()
         try:
-            done = _wait(client, gen_id, lambda g: g["status"] != "processing")
+            done = api.wait_finished(client, gen_id, **SLOW_WAIT)
         finally:
             second.send_signal(signal.SIGTERM)
             second.wait(30)
@@ -94,7 +82,7 @@ def test_restarting_the_server_loses_no_accepted_job(make_server, image_server, 
     srv.start()
     with srv.client(key) as client:
         for gen_id in ids:
-            done = _wait(client, gen_id, lambda g: g["status"] != "processing")
+            done = api.wait_finished(client, gen_id, **SLOW_WAIT)
             assert done["status"] == "completed", done
             width, height = SIZES[("gen-2", "16:9")]
             check_video(done["url"], width=width, height=height, frames=48)
@@ -105,11 +93,11 @@ def test_server_killed_mid_render_finishes_after_restart(make_server, image_serv
     key = srv.create_key("restart-kill")
     with srv.client(key) as client:
         gen_id = _submit(client, image_server.url("/astronaut.jpg"), **SLOW_RENDER)
-        _wait(client, gen_id, lambda g: g["stage"] == "rendering" and g["progress"] > 0.05)
+        api.wait_until(client, gen_id, _rendering, **SLOW_WAIT)
     srv.stop(signal.SIGKILL)
     srv.start()
     with srv.client(key) as client:
-        done = _wait(client, gen_id, lambda g: g["status"] != "processing")
+        done = api.wait_finished(client, gen_id, **SLOW_WAIT)
     assert done["status"] == "completed", done
 
 
@@ -118,7 +106,7 @@ def test_graceful_shutdown_hands_the_job_back(make_server, image_server):
     key = srv.create_key("graceful")
     with srv.client(key) as client:
         gen_id = _submit(client, image_server.url("/astronaut.jpg"), **SLOW_RENDER)
-        _wait(client, gen_id, lambda g: g["stage"] == "rendering" and g["progress"] > 0.05)
+        api.wait_until(client, gen_id, _rendering, **SLOW_WAIT)
     srv.stop(signal.SIGTERM)
     db = Database(srv.database_url)
     with db.session() as session:
@@ -132,7 +120,7 @@ def test_graceful_shutdown_hands_the_job_back(make_server, image_server):
         )
     srv.start()
     with srv.client(key) as client:
-        done = _wait(client, gen_id, lambda g: g["status"] != "processing")
+        done = api.wait_finished(client, gen_id, **SLOW_WAIT)
     assert done["status"] == "completed", done
     with db.session() as session:
         assert session.scalar(select(Generation.attempts).where(Generation.id == gen_id)) == 1

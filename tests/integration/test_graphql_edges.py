@@ -8,6 +8,8 @@ import json
 import httpx
 import pytest
 
+from tests.support.servers import small_gql_input
+
 
 @pytest.fixture(scope="module")
 def key(server):
@@ -69,14 +71,7 @@ def test_forged_cursors_are_400(server, key, created):
 
 def test_two_creates_in_one_mutation_are_refused_before_anything_runs(server, image_server):
     key = server.create_key("two-creates", credits=1000)
-    variables = {
-        "a": {
-            "type": "VIDEO",
-            "provider": "runway-i2v",
-            "input": {"imageUrl": image_server.url("/astronaut-small.jpg")},
-            "options": {"duration": 2, "version": "gen-2"},
-        }
-    }
+    variables = {"a": small_gql_input(image_server)}
     query = (
         "mutation($a: GenerateInput!) { x: generate(input: $a) { id } "
         "...more }\nfragment more on Mutation { y: generate(input: $a) { id } }"

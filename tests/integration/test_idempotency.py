@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.support.servers import small_request
+from tests.support import api
+from tests.support.servers import small_gql_input, small_request
 
 GENERATE = """
 mutation Generate($input: GenerateInput!) {
@@ -20,27 +21,6 @@ mutation Generate($input: GenerateInput!) {
 @pytest.fixture(scope="module")
 def srv(idle_server):
     return idle_server
-
-
-def _gql_input(image_server, **options):
-    return {
-        "type": "VIDEO",
-        "provider": "runway-i2v",
-        "input": {"imageUrl": image_server.url("/astronaut-small.jpg")},
-        "options": {"version": "gen-2", "duration": 2, **options},
-    }
-
-
-def _ledger(client) -> list[dict]:
-    r = client.get("/v1/account/ledger", params={"limit": 500})
-    assert r.status_code == 200, r.text
-    return r.json()["data"]["ledger"]
-
-
-def _jobs(client) -> list[dict]:
-    r = client.get("/v1/image_to_video", params={"limit": 100})
-    assert r.status_code == 200, r.text
-    return r.json()["data"]["imagevideos"]
 
 
 def test_hundred_concurrent_creates_with_one_key_make_one_job_and_one_charge(srv, image_server):
@@ -70,9 +50,9 @@ def test_hundred_concurrent_creates_with_one_key_make_one_job_and_one_charge(srv
         assert again.status_code == 202
         assert again.headers["idempotent-replayed"] == "true"
         assert again.content == first[0].content
-        jobs = _jobs(client)
+        jobs = api.jobs(client)
         assert [j["id"] for j in jobs] == list(ids)
-        charges = [e for e in _ledger(client) if e["kind"] == "charge"]
+        charges = [e for e in api.ledger(client) if e["kind"] == "charge"]
         assert len(charges) == 1 and charges[0]["generationId"] in ids
         account = client.get("/v1/account").json()["data"]["account"]
         assert account["creditBalance"] == 1000 - jobs[0]["creditCost"]
@@ -111,7 +91,7 @@ def test_replay_is_byte_for_byte_and_a_different_body_is_422(srv, image_server):
                 theirs.json()["data"]["imagevideo"]["id"]
                 != first.json()["data"]["imagevideo"]["id"]
             )
-        assert len(_jobs(client)) == 1
+        assert len(api.jobs(client)) == 1
 
 
 def test_validation_errors_are_not_stored(srv, image_server):
@@ -147,14 +127,14 @@ def test_insufficient_credits_is_stored_and_replayed(srv, image_server):
         assert again.status_code == 402
         assert again.headers["idempotent-replayed"] == "true"
         assert again.content == first.content
-        assert _jobs(client) == []
+        assert api.jobs(client) == []
 
 
 def test_graphql_mutations_replay_and_refuse_other_variables(srv, image_server):
     key = srv.create_key(f"idem-gql-{uuid.uuid4().hex[:6]}", plan="pro", credits=1000)
     with srv.client(key) as client:
         headers = {"Idempotency-Key": "gql-1"}
-        payload = {"query": GENERATE, "variables": {"input": _gql_input(image_server)}}
+        payload = {"query": GENERATE, "variables": {"input": small_gql_input(image_server)}}
         first = client.post("/graphql", json=payload, headers=headers)
         assert first.status_code == 200, first.text
         gen_id = first.json()["data"]["generate"]["id"]
@@ -166,7 +146,10 @@ def test_graphql_mutations_replay_and_refuse_other_variables(srv, image_server):
         assert replay.content == first.content
         other = client.post(
             "/graphql",
-            json={"query": GENERATE, "variables": {"input": _gql_input(image_server, duration=3)}},
+            json={
+                "query": GENERATE,
+                "variables": {"input": small_gql_input(image_server, duration=3)},
+            },
             headers=headers,
         )
         assert other.status_code == 422
@@ -183,7 +166,10 @@ def test_graphql_mutations_replay_and_refuse_other_variables(srv, image_server):
         assert broken.status_code == 400
         fixed = client.post("/graphql", json=payload, headers={"Idempotency-Key": "gql-2"})
         assert fixed.status_code == 200 and "idempotent-replayed" not in fixed.headers
-        assert {j["id"] for j in _jobs(client)} == {gen_id, fixed.json()["data"]["generate"]["id"]}
+        assert {j["id"] for j in api.jobs(client)} == {
+            gen_id,
+            fixed.json()["data"]["generate"]["id"],
+        }
 
 
 def test_rate_limited_requests_are_not_stored(srv, image_server):
@@ -307,7 +293,7 @@ def test_a_request_that_died_after_creating_its_job_is_answered_from_the_job(srv
 
         # GraphQL: the operation runs against the job instead of creating one.
         gql_idem = str(uuid.uuid4())
-        payload = {"query": GENERATE, "variables": {"input": _gql_input(image_server)}}
+        payload = {"query": GENERATE, "variables": {"input": small_gql_input(image_server)}}
         first = client.post("/graphql", json=payload, headers={"Idempotency-Key": gql_idem})
         assert first.status_code == 200 and "errors" not in first.json(), first.text
         gql_id = first.json()["data"]["generate"]["id"]
@@ -316,8 +302,8 @@ def test_a_request_that_died_after_creating_its_job_is_answered_from_the_job(srv
         assert retry.status_code == 200, retry.text
         assert retry.json()["data"]["generate"] == first.json()["data"]["generate"]
 
-        jobs = {j["id"] for j in _jobs(client)}
-        charges = [e for e in _ledger(client) if e["kind"] == "charge"]
+        jobs = {j["id"] for j in api.jobs(client)}
+        charges = [e for e in api.ledger(client) if e["kind"] == "charge"]
     assert jobs == {gen_id, gql_id}
     assert sorted(e["generationId"] for e in charges) == sorted([gen_id, gql_id])
 
@@ -356,4 +342,4 @@ def test_a_request_that_died_before_creating_its_job_runs_again(srv, image_serve
             db.dispose()
         retry = client.post("/v1/image_to_video", json=body, headers={"Idempotency-Key": idem})
         assert retry.status_code == 202 and "idempotent-replayed" not in retry.headers
-        assert [j["id"] for j in _jobs(client)] == [retry.json()["data"]["imagevideo"]["id"]]
+        assert [j["id"] for j in api.jobs(client)] == [retry.json()["data"]["imagevideo"]["id"]]

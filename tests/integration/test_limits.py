@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from tests.support import rows
 from tests.support.redis import RedisServer
-from tests.support.servers import StillmotionServer, small_request
+from tests.support.servers import StillmotionServer, small_gql_input, small_request
 
 READ_LIMIT = 30
 GENERATE = """
@@ -308,14 +308,7 @@ def test_a_create_behind_a_fragment_is_still_counted(srv, image_server):
     mutation Make($input: GenerateInput!) { ...Create }
     fragment Create on Mutation { generate(input: $input) { id } }
     """
-    variables = {
-        "input": {
-            "type": "VIDEO",
-            "provider": "runway-i2v",
-            "input": {"imageUrl": image_server.url("/astronaut-small.jpg")},
-            "options": {"version": "gen-2", "duration": 2},
-        }
-    }
+    variables = {"input": small_gql_input(image_server)}
     with srv.client(key) as client:
         statuses = [
             client.post("/graphql", json={"query": query, "variables": variables}).status_code

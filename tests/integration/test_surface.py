@@ -10,6 +10,8 @@ import time
 import httpx
 import pytest
 
+from tests.support import api
+
 
 def test_health_docs_and_graphiql(server):
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
@@ -38,10 +40,7 @@ def test_media_is_served_with_ranges(server, image_server):
                 "imageUrl": image_server.url("/astronaut-small.jpg"),
             },
         ).json()["data"]["imagevideo"]
-        deadline = time.monotonic() + 120
-        while gen["status"] == "processing" and time.monotonic() < deadline:
-            time.sleep(0.3)
-            gen = client.get(f"/v1/image_to_video/{gen['id']}").json()["data"]["imagevideo"]
+        gen = api.wait_finished(client, gen["id"], interval=0.3)
     assert gen["status"] == "completed", gen
     full = httpx.get(gen["url"])
     assert full.headers["accept-ranges"] == "bytes"

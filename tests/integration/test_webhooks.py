@@ -30,6 +30,7 @@ from stillmotion.webhooks.delivery import (
     signing_secrets,
 )
 from stillmotion.webhooks.models import WebhookDelivery
+from tests.support import api
 from tests.support.receivers import WebhookReceiver
 from tests.support.servers import StillmotionServer
 
@@ -54,16 +55,6 @@ def submit(client, image_url: str, webhook_url: str | None, **extra) -> str:
     response = client.post("/v1/image_to_video", json=body)
     assert response.status_code == 202, response.text
     return response.json()["data"]["imagevideo"]["id"]
-
-
-def wait_finished(client, gen_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        gen = client.get(f"/v1/image_to_video/{gen_id}").json()["data"]["imagevideo"]
-        if gen["status"] != "processing":
-            return gen
-        time.sleep(0.1)
-    raise AssertionError(f"{gen_id} did not finish: {gen}")
 
 
 def deliveries(client, gen_id: str) -> list[dict]:
@@ -187,7 +178,7 @@ def test_receiver_failing_then_down_then_up_gets_the_event(client, image):
     receiver = WebhookReceiver([500, 500], down_after=2, down_for=1.0)
     try:
         gen_id = submit(client, image, receiver.url())
-        gen = wait_finished(client, gen_id)
+        gen = api.wait_finished(client, gen_id)
         assert gen["status"] == "completed", gen
         delivery = wait_delivery(client, gen_id, lambda d: d["state"] != "pending")
         got = receiver.requests
@@ -338,7 +329,7 @@ def test_gone_disables_the_url_until_a_redelivery_succeeds(client, image):
         assert gone["state"] == "disabled" and statuses(gone) == [410]
         # Nothing more is queued for that URL.
         second = submit(client, image, receiver.url())
-        assert wait_finished(client, second)["status"] == "completed"
+        assert api.wait_finished(client, second)["status"] == "completed"
         time.sleep(0.3)
         assert deliveries(client, second) == []
         assert len(receiver.requests) == 1
@@ -457,7 +448,7 @@ def test_failed_generation_sends_its_event_with_the_error(make_server, image_ser
     try:
         with srv.client(key) as client:
             gen_id = submit(client, image_server.url("/astronaut.jpg"), receiver.url(), duration=8)
-            gen = wait_finished(client, gen_id)
+            gen = api.wait_finished(client, gen_id)
             (req,) = receiver.wait_for(1)
             payload = webhooks.verify(req.body, req.headers, secret=secret_of(client))
     finally:
@@ -540,7 +531,7 @@ def test_worker_killed_between_completion_and_delivery_loses_no_webhook(
         with srv.client(key) as client:
             gen_id = submit(client, image_server.url("/astronaut-small.jpg"), receiver.url())
             first = srv.worker_process()
-            assert wait_finished(client, gen_id)["status"] == "completed"
+            assert api.wait_finished(client, gen_id)["status"] == "completed"
             tried = wait_delivery(client, gen_id, lambda d: d["attemptCount"] >= 1)
             first.send_signal(signal.SIGKILL)
             first.wait()

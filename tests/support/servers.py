@@ -57,6 +57,16 @@ def small_request(image_server: ImageServer, **fields) -> dict:
     }
 
 
+def small_gql_input(image_server: ImageServer, **options) -> dict:
+    """The GraphQL `GenerateInput` for the same render as `small_request`."""
+    return {
+        "type": "VIDEO",
+        "provider": "runway-i2v",
+        "input": {"imageUrl": image_server.url("/astronaut-small.jpg")},
+        "options": {"version": "gen-2", "duration": 2, **options},
+    }
+
+
 class ImageServer:
     """Serves `/<name>.jpg` photographs from skimage.data, and `/fake.png` (text), `/corrupt.jpg`,
     `/redirect?to=URL`, `/status/<code>`."""
