@@ -36,7 +36,6 @@ from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stillmotion import errors
@@ -203,10 +202,7 @@ async def plan_limits(*, state, db, account_id: str, ttl: float = 1.0) -> Limits
     hit = cache.get(account_id)
     if hit is not None and hit[0] > now:
         return hit[1]
-    if db.is_sqlite:  # a local read: cheaper on the loop than a thread hop
-        result = account_limits(db=db, account_id=account_id)
-    else:
-        result = await run_in_threadpool(account_limits, db=db, account_id=account_id)
+    result = await db.run(account_limits, db=db, account_id=account_id)
     if len(cache) >= 10_000:
         cache.clear()
     cache[account_id] = (now + ttl, result)

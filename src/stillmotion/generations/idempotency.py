@@ -29,11 +29,9 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -41,7 +39,6 @@ from stillmotion import errors
 from stillmotion.db import Database, utcnow
 from stillmotion.generations.models import IdempotencyRecord
 
-T = TypeVar("T")
 HEADER = "idempotency-key"
 TTL = timedelta(hours=24)
 LOCK_SECONDS = 120
@@ -71,14 +68,6 @@ _MARK = (
     .where(_TABLE.c.id == bindparam("record_id"))
     .values(generation_id=bindparam("generation_id"))
 )
-
-
-async def _call(db: Database, fn: Callable[..., T], **kwargs) -> T:
-    """A short transaction: on the event loop for SQLite (local; cheaper than a thread hop),
-    in the thread pool for PostgreSQL (it waits on the network)."""
-    if db.is_sqlite:
-        return fn(db=db, **kwargs)
-    return await run_in_threadpool(fn, db=db, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -257,9 +246,11 @@ async def run(
     global _last_purge
     if time.monotonic() - _last_purge > PURGE_EVERY_SECONDS:
         _last_purge = time.monotonic()
-        await _call(db, purge_expired)
+        await db.run(purge_expired, db=db)
     try:
-        outcome = await _call(db, begin, account_id=account_id, key=key, request_hash=request_hash)
+        outcome = await db.run(
+            begin, db=db, account_id=account_id, key=key, request_hash=request_hash
+        )
     except errors.StillmotionError:
         if on_short_circuit is not None:
             await on_short_circuit()
@@ -283,9 +274,9 @@ async def run(
         except errors.StillmotionError as exc:
             response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
     except BaseException:
-        await _call(db, release, record_id=record_id)
+        await db.run(release, db=db, record_id=record_id)
         raise
     finally:
         current_record.reset(token)
-    await _call(db, complete, record_id=record_id, response=response)
+    await db.run(complete, db=db, record_id=record_id, response=response)
     return response

@@ -108,12 +108,7 @@ async def submit(*, ctx: Context, principal: Principal, request: GenerateRequest
         limiter=_intake_limiter(settings.intake_threads),
     )
     record_id = idempotency.current_record.get()
-    if ctx.db.is_sqlite:
-        # A local transaction of a few hundred microseconds of CPU: cheaper on the loop than a
-        # thread hop (threads of this process queue for SQLite's lock in `Database`).
-        return _accept(ctx, principal, request, stored, record_id)
-    # PostgreSQL: the transaction waits on the network.
-    return await run_in_threadpool(_accept, ctx, principal, request, stored, record_id)
+    return await ctx.db.run(_accept, ctx, principal, request, stored, record_id)
 
 
 def _accept(
