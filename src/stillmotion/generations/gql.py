@@ -183,7 +183,7 @@ async def _submit(info: Info, body: dict[str, Any]) -> Generation:
     if recovered is not None:
         # This request's job was created by an earlier attempt whose process died before the
         # response was stored (generations/idempotency.py): answer with that job.
-        return await run_in_threadpool(_read, info, recovered)
+        return await ctx.db.run(_read, info, recovered)
     await info.context["count_create"]()  # per-minute limit, counted before validation
     view = await service.submit(ctx=ctx, principal=principal, request=parse_request(body))
     info.context["notify_workers"]()
