@@ -77,7 +77,11 @@ def _intake_limiter(threads: int) -> anyio.CapacityLimiter:
 
 
 _INSERT = insert(Generation.__table__)
-_COLUMNS = tuple(c.name for c in Generation.__table__.columns)
+# A new row: every column, with the model's constant defaults (status, stage, progress, …).
+_NEW_ROW = {
+    c.name: c.default.arg if c.default is not None and c.default.is_scalar else None
+    for c in Generation.__table__.columns
+}
 
 
 async def submit(*, ctx: Context, principal: Principal, request: GenerateRequest) -> dict[str, Any]:
@@ -128,13 +132,10 @@ def _accept(
         duration=request.duration,
         motion_brush=bool(request.motion_brush),
     )
-    row = dict.fromkeys(_COLUMNS)
+    row = dict(_NEW_ROW)
     row.update(
         id=new_id("gen"),
         account_id=principal.account_id,
-        status="processing",
-        stage="queued",
-        progress=0.0,
         service=request.service,
         provider=getattr(settings, "provider_" + request.service.replace("-", "_")),
         version=request.version,
@@ -153,9 +154,6 @@ def _accept(
         source_key=stored.key,
         width=width,
         height=height,
-        fps=24,
-        attempts=0,
-        cancel_requested=False,
         created_at=utcnow(),
     )
     with ctx.db.session(write=True) as session:
