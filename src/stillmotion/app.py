@@ -4,6 +4,7 @@ the embedded workers."""
 from __future__ import annotations
 
 import logging
+import re
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -11,13 +12,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Match
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stillmotion import errors, metrics
 from stillmotion.config import Settings, get_settings
+from stillmotion.context import Context
 from stillmotion.db import Database
-from stillmotion.generations.service import Context
 from stillmotion.storage import LocalStorage
 
 log = logging.getLogger("stillmotion.app")
@@ -94,6 +97,70 @@ class CatchAll:
             await error_response(errors.InternalError())(scope, receive, send)
 
 
+class WholeFileOnBadRange:
+    """Serve the whole file (200) for a `Range` header that is not a valid byte range, as RFC
+    9110 §14.2 lets a server do, instead of Starlette's plain-text 400. A valid range is
+    left to `FileResponse` (206, or 416 when it starts past the end)."""
+
+    _RANGE = re.compile(r"(\d+)-(\d*)|-(\d+)")
+    MAX_RANGES = 100
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    @classmethod
+    def valid(cls, value: str) -> bool:
+        unit, sep, spec = value.partition("=")
+        parts = spec.split(",")
+        if unit.strip().lower() != "bytes" or not sep or len(parts) > cls.MAX_RANGES:
+            return False
+        for part in parts:
+            match = cls._RANGE.fullmatch(part.strip())
+            if match is None:
+                return False
+            first, last, _ = match.groups()
+            if first is not None and last and int(last) < int(first):
+                return False
+        return True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope.get("headers") or ()
+            ranges = [v for k, v in headers if k == b"range"]
+            if ranges and not (len(ranges) == 1 and self.valid(ranges[0].decode("latin-1"))):
+                scope = {**scope, "headers": [(k, v) for k, v in headers if k != b"range"]}
+        await self.app(scope, receive, send)
+
+
+# CORS (off unless STILLMOTION_CORS_ORIGINS is set): what a browser client sends and reads.
+CORS_ALLOW_HEADERS = ("Authorization", "X-API-Key", "Idempotency-Key", "Content-Type")
+CORS_EXPOSE_HEADERS = (
+    "Location",
+    "Retry-After",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "Idempotent-Replayed",
+    "WWW-Authenticate",
+)
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(router, scope: Scope) -> str:
+    """The `Allow` header for a 405: each method some route would fully match on this path.
+    (Asked of the routes rather than read from them: FastAPI nests included routers.)"""
+    allowed = [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**scope, "method": method})[0] == Match.FULL for route in router.routes
+        )
+    ]
+    return ", ".join(allowed)
+
+
 def create_app(settings: Settings | None = None, *, workers: int | None = None) -> FastAPI:
     settings = settings or get_settings()
     db = Database(settings.resolved_database_url)
@@ -150,9 +217,10 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
-        code = {404: "NOT_FOUND", 405: "BAD_REQUEST", 401: "UNAUTHENTICATED"}.get(
-            exc.status_code, "BAD_REQUEST"
-        )
+        if exc.status_code == 405:
+            allow = allowed_methods(request.app.router, request.scope)
+            return error_response(errors.MethodNotAllowed(allow=allow or exc.headers.get("Allow")))
+        code = {404: "NOT_FOUND", 401: "UNAUTHENTICATED"}.get(exc.status_code, "BAD_REQUEST")
         err = errors.StillmotionError(str(exc.detail))
         err.status, err.code = exc.status_code, code
         return JSONResponse(err.body(), status_code=exc.status_code)
@@ -194,10 +262,24 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
         return PlainTextResponse(metrics.render(ctx), media_type=metrics.CONTENT_TYPE)
 
     (storage.root / "outputs").mkdir(parents=True, exist_ok=True)
-    app.mount("/media/outputs", StaticFiles(directory=storage.root / "outputs"), name="media")
+    app.mount(
+        "/media/outputs",
+        WholeFileOnBadRange(StaticFiles(directory=storage.root / "outputs")),
+        name="media",
+    )
     app.add_middleware(
         BodyLimit, default=settings.max_body_bytes, uploads=settings.max_image_bytes + 1024 * 1024
     )
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(CatchAll)
+    if settings.cors_origin_list:
+        # Outermost, so that every answer (errors and 500s included) carries the headers.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=list(CORS_ALLOW_HEADERS),
+            expose_headers=list(CORS_EXPOSE_HEADERS),
+            max_age=600,
+        )
     return app

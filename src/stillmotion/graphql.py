@@ -7,37 +7,30 @@ operation failed as a whole (`data` null), the same HTTP status as REST would gi
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Iterator
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import strawberry
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
-from graphql import (
-    FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
-    GraphQLError,
-    InlineFragmentNode,
-    IntValueNode,
-    OperationDefinitionNode,
-    print_ast,
-)
-from graphql import parse as parse_graphql
+from graphql import GraphQLError, IntValueNode
+from strawberry.extensions import SchemaExtension
 from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
-from stillmotion import errors
+from stillmotion import errors, graphql_prepare, jsonbody
 from stillmotion.accounts import gql as accounts_gql
 from stillmotion.accounts import limits
 from stillmotion.deps import authenticate
+from stillmotion.generations import admission, idempotency
 from stillmotion.generations import gql as generations_gql
-from stillmotion.generations import idempotency
 from stillmotion.webhooks import gql as webhooks_gql
 
 log = logging.getLogger("stillmotion.graphql")
@@ -83,11 +76,39 @@ SCALARS = {
 }
 
 
+PREPARED = "prepared_document"
+
+
+class UsePrepared(SchemaExtension):
+    """Runs the document `graphql_prepare` parsed and validated off the event loop, instead of
+    parsing and validating it again on the loop."""
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context.context
+        if isinstance(context, dict) and PREPARED in context:
+            self.execution_context.graphql_document = context[PREPARED]
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context.context
+        if isinstance(context, dict) and PREPARED in context:
+            self.execution_context.pre_execution_errors = []
+        yield
+
+
+@functools.cache
+def _prepare_limiter() -> anyio.CapacityLimiter:
+    """At most this many documents are prepared at once, so that GraphQL cannot take every
+    thread of the pool that the sync routes share."""
+    return anyio.CapacityLimiter(2)
+
+
 def build_schema() -> Schema:
     return Schema(
         query=merge_types("Query", tuple(QUERIES)),
         mutation=merge_types("Mutation", tuple(MUTATIONS)),
         config=StrawberryConfig(scalar_map=SCALARS),
+        extensions=[UsePrepared],
     )
 
 
@@ -96,8 +117,12 @@ router = APIRouter(tags=["graphql"])
 
 
 def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Response:
+    # Never stored by a cache on the way: answers may hold the webhook secret or account data.
     return Response(
-        json.dumps(body), status_code=status, media_type="application/json", headers=headers
+        json.dumps(body),
+        status_code=status,
+        media_type="application/json",
+        headers={**(headers or {}), "Cache-Control": "no-store"},
     )
 
 
@@ -131,10 +156,7 @@ def graphiql() -> HTMLResponse:
 
 @router.post("/graphql", summary="GraphQL endpoint (generate, animateImage, …)")
 async def graphql(request: Request) -> Response:
-    try:
-        payload = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise errors.BadRequest("the request body is not valid JSON") from None
+    payload = jsonbody.loads(await request.body())
     if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
         raise errors.BadRequest('expected a JSON object with a "query" string')
     variables = payload.get("variables") or {}
@@ -145,38 +167,28 @@ async def graphql(request: Request) -> Response:
     principal = await authenticate(request)
     ctx = request.app.state.ctx
     limiter = request.app.state.limiter
-    operation = classify(payload["query"], payload.get("operationName"))
-    plan = None
-    if operation.creates:
-        # Creates count in their resolvers, after the idempotency check; until then the
-        # response reports the create window as it stands.
-        plan = await limits.plan_limits(
-            state=request.app.state, db=ctx.db, account_id=principal.account_id
+    # Parsing, the operation's choice, the cost limits and validation run in a thread, bounded
+    # (graphql_prepare): no document holds the event loop, whatever its shape.
+    try:
+        operation = await anyio.to_thread.run_sync(
+            graphql_prepare.prepare,
+            payload["query"],
+            payload.get("operationName"),
+            schema._schema,
+            limiter=_prepare_limiter(),
         )
-        await limits.peek_create(
-            limiter=limiter, scope=request.scope, principal=principal, limits=plan
-        )
-    else:
+    except graphql_prepare.Invalid as exc:
         await limits.check_read(limiter=limiter, scope=request.scope, principal=principal)
-
-    async def count_create() -> None:
-        # `plan` is None when `classify` did not see the create (e.g. behind a fragment).
-        await limits.check_create(
-            limiter=limiter,
-            scope=request.scope,
-            principal=principal,
-            limits=plan
-            or await limits.plan_limits(
-                state=request.app.state, db=ctx.db, account_id=principal.account_id
-            ),
-        )
+        return _json({"data": None, "errors": [format_error(e)[0] for e in exc.problems]}, 400)
+    if not operation.creates:
+        await limits.check_read(limiter=limiter, scope=request.scope, principal=principal)
 
     context = {
         "ctx": ctx,
         "principal": lambda: principal,
         "request": request,
         "notify_workers": request.app.state.notify_workers,
-        "count_create": count_create,
+        PREPARED: operation.document,
     }
 
     async def execute() -> Response:
@@ -211,75 +223,38 @@ async def graphql(request: Request) -> Response:
             separators=(",", ":"),
         )
 
-    async def recover(gen_id: str) -> Response:
-        # The create resolver answers with this job instead of creating one (generations/gql).
-        context["recovered_generation"] = gen_id
-        return await execute()
-
-    return await idempotency.run(
-        request=request,
-        db=ctx.db,
-        account_id=principal.account_id,
-        transport="graphql",
-        canonical=canonical,
-        handler=execute,
-        recover=recover,
-    )
-
-
-@dataclass(frozen=True)
-class Operation:
-    kind: str  # "query", "mutation", "subscription", or "" when the document does not parse
-    creates: bool  # a mutation with a `generate` or `animateImage` field
-    normalized: str  # the document printed canonically (the raw text when it does not parse)
-
-
-CREATE_FIELDS = frozenset({"generate", "animateImage"})
-
-
-@lru_cache(maxsize=512)
-def classify(query: str, operation_name: str | None) -> Operation:
-    """What the request will do, decided before it runs (limits and idempotency need it)."""
+    # Mutations run under their `Idempotency-Key`; a create counts against the per-minute
+    # window as `admission` decides (the same rule as REST).
     try:
-        document = parse_graphql(query)
-    except GraphQLError:
-        return Operation("", False, query)
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    chosen = [
-        o
-        for o in operations
-        if operation_name is None or (o.name and o.name.value == operation_name)
-    ]
-    if len(chosen) != 1:
-        return Operation("", False, print_ast(document))
-    op = chosen[0]
-    kind = op.operation.value
-    fragments = {
-        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-    }
-    fields = _root_fields(op.selection_set, fragments, set())
-    creates = kind == "mutation" and any(f in CREATE_FIELDS for f in fields)
-    if creates and len(fields) > 1:
-        # Several fields would run one after another: a create could commit (and charge) and
-        # a later field fail, nulling `data`, and the client could neither see nor safely
-        # retry what was created. One create per request keeps retries exact.
-        raise errors.BadRequest(
-            "a generate or animateImage mutation must be the only field of its operation"
+        outcome = await idempotency.begin_request(
+            request=request,
+            db=ctx.db,
+            account_id=principal.account_id,
+            transport="graphql",
+            canonical=canonical,
         )
-    return Operation(kind, creates, print_ast(document))
-
-
-def _root_fields(selection_set, fragments, seen: set[str]) -> list[str]:
-    """The operation's top-level field names, through inline fragments and spreads."""
-    names: list[str] = []
-    for selection in selection_set.selections:
-        if isinstance(selection, FieldNode):
-            names.append(selection.name.value)
-        elif isinstance(selection, InlineFragmentNode):
-            names += _root_fields(selection.selection_set, fragments, seen)
-        elif isinstance(selection, FragmentSpreadNode):
-            name = selection.name.value
-            if name in fragments and name not in seen:
-                seen.add(name)
-                names += _root_fields(fragments[name].selection_set, fragments, seen)
-    return names
+    except errors.StillmotionError:
+        if operation.creates:
+            await admission.admit(request, principal, None)
+        raise
+    if isinstance(outcome, idempotency.Replay):
+        if operation.creates:
+            await admission.admit(request, principal, outcome)
+        return outcome.response()
+    try:
+        if operation.creates:
+            await admission.admit(request, principal, outcome)
+        if isinstance(outcome, idempotency.Recover):
+            # The create resolver answers with this job instead of creating one.
+            context["recovered_generation"] = outcome.generation_id
+        else:
+            context["idempotency_record"] = outcome.record_id
+        response = await execute()
+    except errors.StillmotionError as exc:
+        response = _json(
+            {"data": None, "errors": [exc.as_graphql_error()]}, exc.status, exc.headers
+        )
+    except BaseException:
+        await ctx.db.run(idempotency.abandon, db=ctx.db, outcome=outcome)
+        raise
+    return await idempotency.settle(db=ctx.db, outcome=outcome, response=response)

@@ -6,9 +6,10 @@ id = … AND credit_balance >= cost`: the database, not Python, decides whether 
 there, so concurrent charges can never take the balance below zero (and the CHECK constraint
 would refuse it if they tried).
 
-Low credits: when a charge takes the balance below the account's threshold, one
-`account.credits_low` event goes into the webhook outbox in the same transaction, and
-`accounts.credits_low_notified` is set so the next charges stay quiet. A grant, top-up or
+Low credits: when a charge takes the balance below the account's threshold, the charge's
+`Change` reports the crossing (`credits_low`) and `accounts.credits_low_notified` is set so the
+next charges stay quiet; the caller sends the `account.credits_low` event in the same
+transaction (`generations/events.py`): the ledger knows nothing of webhooks. A grant, top-up or
 adjustment that lifts the balance back to the threshold or above clears the flag, so the next
 crossing is reported again. (A refund does not clear it: charge-then-cancel around the
 threshold is one episode of low credit, not many.)
@@ -27,7 +28,7 @@ from stillmotion import errors
 from stillmotion.accounts.models import Account
 from stillmotion.config import Settings, get_settings
 from stillmotion.credits.models import KINDS, LedgerEntry
-from stillmotion.db import utcnow
+from stillmotion.times import iso
 
 
 def price(*, settings: Settings, version: str, duration: int, motion_brush: bool = False) -> int:
@@ -46,12 +47,24 @@ def threshold_of(account_threshold: int | None, settings: Settings | None = None
 
 
 @dataclass(frozen=True)
+class CreditsLow:
+    """A charge took the account's balance below its threshold (reported once per episode)."""
+
+    account_id: str
+    balance: int
+    threshold: int
+    webhook_url: str | None  # the account's webhook URL, where the event goes (if any)
+
+
+@dataclass(frozen=True)
 class Change:
-    """What one ledger change did: its kind, the signed amount and the balance after it."""
+    """What one ledger change did: its kind, the signed amount, the balance after it, and a
+    low-credit crossing if this change made one."""
 
     kind: str
     amount: int
     balance_after: int
+    credits_low: CreditsLow | None = None
 
 
 # Built once: these run on every create, and building a statement costs more than running it.
@@ -99,14 +112,12 @@ def _apply(
         raise errors.InsufficientCredits(required=-amount, available=available)
     new_balance = row.credit_balance
     threshold = threshold_of(row.low_credit_threshold, settings)
+    crossing = None
     if kind == "charge" and new_balance < threshold and not row.credits_low_notified:
-        _credits_low(
-            session=session,
-            account_id=account_id,
-            url=row.webhook_url,
-            balance=new_balance,
-            threshold=threshold,
+        session.execute(
+            update(Account).where(Account.id == account_id).values(credits_low_notified=True)
         )
+        crossing = CreditsLow(account_id, new_balance, threshold, row.webhook_url)
     elif kind != "refund" and row.credits_low_notified and new_balance >= threshold:
         session.execute(
             update(Account).where(Account.id == account_id).values(credits_low_notified=False)
@@ -125,33 +136,7 @@ def _apply(
     cached = session.identity_map.get(session.identity_key(Account, account_id))
     if cached is not None:
         session.expire(cached, ["credit_balance", "credits_low_notified"])
-    return Change(kind=kind, amount=amount, balance_after=new_balance)
-
-
-def _credits_low(
-    *, session: Session, account_id: str, url: str | None, balance: int, threshold: int
-) -> None:
-    """Record one crossing below the threshold: the flag, and the event when there is a URL."""
-    session.execute(
-        update(Account).where(Account.id == account_id).values(credits_low_notified=True)
-    )
-    if not url:
-        return
-    from stillmotion.webhooks import outbox
-
-    outbox.enqueue(
-        session=session,
-        account_id=account_id,
-        url=url,
-        event="account.credits_low",
-        payload={
-            "event": "account.credits_low",
-            "accountId": account_id,
-            "creditBalance": balance,
-            "lowCreditThreshold": threshold,
-            "createdAt": utcnow().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-        },
-    )
+    return Change(kind=kind, amount=amount, balance_after=new_balance, credits_low=crossing)
 
 
 def charge(
@@ -245,7 +230,6 @@ def ledger(
 
 def entry_view(entry: LedgerEntry) -> dict:
     """One ledger entry as the API shows it."""
-    created = entry.created_at
     return {
         "id": entry.id,
         "kind": entry.kind,
@@ -253,8 +237,11 @@ def entry_view(entry: LedgerEntry) -> dict:
         "balanceAfter": entry.balance_after,
         "generationId": entry.generation_id,
         "note": entry.note,
-        "createdAt": created.strftime("%Y-%m-%dT%H:%M:%S.") + f"{created.microsecond // 1000:03d}Z",
+        "createdAt": iso(entry.created_at),
     }
+
+
+MAX_ENTRY_ID = 2**63 - 1  # a 64-bit signed id column: larger values cannot be bound
 
 
 def ledger_page(
@@ -263,6 +250,10 @@ def ledger_page(
     """Newest first; the cursor is the id to pass as `before` for the next page."""
     if not 1 <= limit <= 500:
         raise errors.ValidationFailed("limit must be 1 … 500", field="limit")
+    if before is not None and not 0 <= before <= MAX_ENTRY_ID:
+        raise errors.ValidationFailed(
+            f"before must be a ledger entry id, 0 … {MAX_ENTRY_ID}", field="before"
+        )
     rows = ledger(session=session, account_id=account_id, limit=limit + 1, before=before)
     cursor = str(rows[limit - 1].id) if len(rows) > limit else None
     return [entry_view(e) for e in rows[:limit]], cursor
