@@ -253,3 +253,17 @@ def test_parse_rejects_a_jpeg_mask() -> None:
     uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
     with pytest.raises(ValueError, match=r"motionBrush\[0\]\.mask: the mask is JPEG, not PNG"):
         parse_regions([{"mask": uri}])
+
+
+def test_a_16_bit_gray_mask_is_scaled_not_clipped_to_white() -> None:
+    """Pillow's own I;16 → L conversion clips, so a dark 16-bit mask came out all brushed."""
+    mask = np.zeros((64, 64), np.uint16)
+    mask[:, :32] = 65535  # the left half is brushed
+    mask[:, 32:] = 5000  # the right half nearly black: 5000 / 257 ≈ 19 of 255
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format="PNG")
+    assert Image.open(io.BytesIO(buffer.getvalue())).mode.startswith("I;16")
+    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    (region,) = parse_regions([{"mask": uri, "horizontal": 5}])
+    assert region.bitmap[:, :32].min() == 255
+    assert region.bitmap[:, 32:].max() == 19

@@ -30,6 +30,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from stillmotion import options
+from stillmotion.engine import image
 from stillmotion.engine.ambient import FPS, Clock, Motion, smooth_noise
 
 __all__ = ["MAX_REGIONS", "BrushField", "BrushRegion", "parse_regions"]
@@ -111,8 +113,10 @@ def _parse_region(item: object, where: str) -> BrushRegion:
 def _parse_number(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{where}: expected a number -10 … 10, got {value!r}")
-    if not math.isfinite(value) or not -10 <= value <= 10:
-        raise ValueError(f"{where}: {value!r} is outside -10 … 10")
+    if not math.isfinite(value) or not options.CAMERA_MIN <= value <= options.CAMERA_MAX:
+        raise ValueError(
+            f"{where}: {value!r} is outside {options.CAMERA_MIN} … {options.CAMERA_MAX}"
+        )
     return float(value)
 
 
@@ -139,7 +143,10 @@ def _parse_png(text: str, where: str) -> np.ndarray:
         raise
     except Exception as exc:  # Pillow raises many types for garbage input
         raise ValueError(f"{where}: the mask is not a readable PNG") from exc
-    # White is brushed; a transparent pixel is not, whatever its colour.
+    # White is brushed; a transparent pixel is not, whatever its colour. A 16-bit gray mask
+    # is scaled to 8 bits first (Pillow's own conversion clips it to white).
+    if picture.mode in image.WIDE_GRAY:
+        picture = image.wide_gray_to_8_bit(picture)
     luminance_alpha = picture.convert("LA")
     gray = np.asarray(luminance_alpha.getchannel("L"), np.float32)
     alpha = np.asarray(luminance_alpha.getchannel("A"), np.float32)

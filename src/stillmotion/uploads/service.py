@@ -22,7 +22,8 @@ from stillmotion.engine.image import check_image as engine_check_image
 from stillmotion.storage import Storage
 from stillmotion.uploads.models import Upload
 
-_DATA_URI = re.compile(r"^data:(image/[a-z0-9.+-]+)?(;[a-z0-9=.+-]+)*;base64,", re.I)
+# The media type is required (`data:;base64,…` is refused): it says the bytes are an image.
+_DATA_URI = re.compile(r"^data:(image/[a-z0-9.+-]+)(;[a-z0-9=.+-]+)*;base64,", re.I)
 _EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
@@ -65,7 +66,8 @@ def decode_data_uri(ref: str, *, settings: Settings) -> bytes:
     match = _DATA_URI.match(ref)
     if not match:
         raise errors.ValidationFailed(
-            "a data URI must look like data:image/png;base64,…", field="image"
+            "a data URI must name an image type and be base64: data:image/png;base64,…",
+            field="image",
         )
     payload = ref[match.end() :]
     if len(payload) * 3 // 4 > settings.max_data_uri_bytes + 3:
@@ -87,11 +89,23 @@ class Source:
     stored: StoredImage | None = None
 
 
+_LOCAL_IMAGE_HINT = (
+    " A local image can be sent inline as a data: URI (data:image/jpeg;base64,...), or uploaded"
+    " with POST /v1/uploads and named by its upload:// id."
+)
+
+
 async def resolve_source(
-    *, db: Database, settings: Settings, storage: Storage, account_id: str, ref: str
+    *,
+    db: Database,
+    settings: Settings,
+    storage: Storage,
+    account_id: str,
+    ref: str,
+    field: str = "image",
 ) -> Source:
     """Fetch (or decode from its data URI) the image that `ref` names; `store_source` then
-    checks and stores it."""
+    checks and stores it. `field` is the request field that held `ref`, for error messages."""
     ref = ref.strip()
     if ref.startswith("upload://"):
         upload_id = ref.removeprefix("upload://")
@@ -114,12 +128,17 @@ async def resolve_source(
     if ref[:5].lower() == "data:":
         return Source(data=decode_data_uri(ref, settings=settings))
     if ref[:7].lower() == "http://" or ref[:8].lower() == "https://":
-        result = await net.fetch(
-            ref, allow_networks=settings.networks, max_bytes=settings.max_image_bytes
-        )
+        try:
+            result = await net.fetch(
+                ref, allow_networks=settings.networks, max_bytes=settings.max_image_bytes
+            )
+        except errors.UrlNotAllowed as exc:
+            raise exc.about(field, hint=_LOCAL_IMAGE_HINT) from None
         return Source(data=result.content)
     if "://" in ref:
-        raise errors.UrlNotAllowed("only http and https image URLs are allowed")
+        raise errors.UrlNotAllowed("only http and https image URLs are allowed").about(
+            field, hint=_LOCAL_IMAGE_HINT
+        )
     raise errors.ValidationFailed(
         "image must be an http(s) URL, a data:image/…;base64 URI or an upload:// id",
         field="image",
