@@ -11,7 +11,6 @@ import json
 import random
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -333,10 +332,11 @@ def test_gone_disables_the_url_until_a_redelivery_succeeds(client, image):
         time.sleep(0.3)
         assert deliveries(client, second) == []
         assert len(receiver.requests) == 1
-        # A manual redelivery that succeeds re-enables it.
+        # A manual redelivery (queued, then sent by the loop) that succeeds re-enables it.
         redo = client.post(f"/v1/image_to_video/{first}/deliveries/{gone['id']}/redeliver")
-        assert redo.status_code == 200, redo.text
-        again = redo.json()["data"]["delivery"]
+        assert redo.status_code == 202, redo.text
+        assert redo.json()["data"]["delivery"]["state"] == "queued"
+        again = wait_delivery(client, first, lambda d: d["state"] not in ("queued", "pending"))
         assert again["state"] == "delivered" and statuses(again) == [410, 200]
         third = submit(client, image, receiver.url())
         wait_delivery(client, third, lambda d: d["state"] == "delivered")
@@ -353,8 +353,11 @@ def test_delivery_log_and_redelivery_over_rest_and_graphql(client, image):
         gen_id = submit(client, image, receiver.url())
         delivered = wait_delivery(client, gen_id, lambda d: d["state"] == "delivered")
         redo = client.post(f"/v1/image_to_video/{gen_id}/deliveries/{delivered['id']}/redeliver")
-        assert redo.status_code == 200, redo.text
-        assert statuses(redo.json()["data"]["delivery"]) == [200, 200]
+        assert redo.status_code == 202, redo.text
+        queued = redo.json()["data"]["delivery"]
+        assert queued["state"] == "queued" and statuses(queued) == [200]
+        resent = wait_delivery(client, gen_id, lambda d: d["attemptCount"] == 2)
+        assert resent["state"] == "delivered" and statuses(resent) == [200, 200]
         query = """query($g: ID) { deliveries(generationId: $g) {
             id event generationId url state attemptCount lastStatus payload
             attempts { attemptedAt statusCode error durationMs } } }"""
@@ -363,6 +366,7 @@ def test_delivery_log_and_redelivery_over_rest_and_graphql(client, image):
             id state attemptCount attempts { statusCode } } }"""
         redone = gql(client, mutation, id=delivered["id"]).json()["data"]["redeliverWebhook"]
         got = receiver.wait_for(3)
+        final = wait_delivery(client, gen_id, lambda d: d["attemptCount"] == 3)
     finally:
         receiver.close()
     (row,) = listed
@@ -371,29 +375,32 @@ def test_delivery_log_and_redelivery_over_rest_and_graphql(client, image):
     assert row["attemptCount"] == 2 and [a["statusCode"] for a in row["attempts"]] == [200, 200]
     assert all(a["durationMs"] >= 0 and a["attemptedAt"] for a in row["attempts"])
     assert row["payload"]["id"] == gen_id
-    assert redone["attemptCount"] == 3 and redone["state"] == "delivered"
+    assert redone["attemptCount"] == 2 and redone["state"] == "queued"
+    assert final["state"] == "delivered" and statuses(final) == [200, 200, 200]
     assert {r.headers["webhook-id"] for r in got} == {delivered["id"]}
     assert len(got) == 3
 
 
-def test_redelivery_while_an_attempt_is_in_flight_is_409(hook_server, client, image):
+def test_redelivery_while_queued_or_in_flight_is_409(hook_server, client, image):
     receiver = WebhookReceiver(delay=1.5)  # a slow receiver keeps the attempt in flight
     try:
         gen_id = submit(client, image, receiver.url())
         delivery = wait_delivery(client, gen_id, lambda d: d["state"] == "delivered")
         path = f"/v1/image_to_video/{gen_id}/deliveries/{delivery['id']}/redeliver"
-        with ThreadPoolExecutor(1) as pool:
-            first = pool.submit(client.post, path)
-            time.sleep(0.5)  # the first redelivery holds the lease, its receiver is sleeping
-            second = client.post(path)
-            first = first.result()
+        first = client.post(path)  # queued: answered at once, sent by the delivery loop
+        queued = client.post(path)
+        receiver.wait_for_arrival(2)  # the loop holds the lease, its receiver is sleeping
+        in_flight = client.post(path)
+        done = wait_delivery(client, gen_id, lambda d: d["attemptCount"] == 2)
         got = receiver.requests
     finally:
         receiver.close()
-    assert second.status_code == 409, second.text
-    assert second.json()["errors"][0]["extensions"]["code"] == "CONFLICT"
-    assert first.status_code == 200, first.text
-    assert statuses(first.json()["data"]["delivery"]) == [200, 200]
+    assert first.status_code == 202, first.text
+    assert first.json()["data"]["delivery"]["state"] == "queued"
+    for refused in (queued, in_flight):
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["errors"][0]["extensions"]["code"] == "CONFLICT"
+    assert done["state"] == "delivered" and statuses(done) == [200, 200]
     assert len(got) == 2
 
 

@@ -2,7 +2,8 @@
 
 One loop thread per process claims due rows and hands them to a few sender threads:
 
-- **claim**: `state = 'pending' AND next_attempt_at <= now` and no live lease; the claim sets
+- **claim**: `state IN ('pending', 'queued') AND next_attempt_at <= now` and no live lease
+  (`queued`: a redelivery asked for through the API, which only queues it); the claim sets
   `lease_expires_at`, which doubles as the fencing token (only the holder of that exact value
   may record the outcome). PostgreSQL claims with `FOR UPDATE SKIP LOCKED`, SQLite inside a
   `BEGIN IMMEDIATE` transaction, so two processes never send the same attempt at once. A
@@ -14,7 +15,8 @@ One loop thread per process claims due rows and hands them to a few sender threa
 - **record**: every attempt becomes a `WebhookAttempt`. 2xx: delivered. 410: the URL is
   disabled for the account. Anything else (3xx included, and a refused or unreachable URL):
   retried on `SCHEDULE` × `webhook_backoff_scale` with jitter, never sooner than the receiver's
-  `Retry-After`, and `failed` once the schedule is exhausted.
+  `Retry-After`, and `failed` once the schedule is exhausted. A redelivery's attempt is the
+  same, except that it goes to a URL disabled by a 410, and its 2xx re-enables that URL.
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ from stillmotion.client.webhooks import signature_headers
 from stillmotion.config import Settings
 from stillmotion.db import Database, utcnow
 from stillmotion.errors import UrlNotAllowed
-from stillmotion.webhooks.models import DisabledWebhookUrl, WebhookAttempt, WebhookDelivery
+from stillmotion.webhooks.models import (
+    SENDABLE,
+    DeliveryState,
+    DisabledWebhookUrl,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 
 log = logging.getLogger("stillmotion.webhooks")
 
@@ -65,6 +73,7 @@ class Claimed:
     payload: bytes
     secrets: list[str]
     token: datetime  # the lease_expires_at this claim wrote; recording requires it unchanged
+    manual: bool = False  # a redelivery (the row was `queued`)
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,7 @@ def _is_disabled(session: Session, account_id: str, url: str) -> bool:
 def lease(*, session: Session, row: WebhookDelivery, seconds: float, now: datetime) -> Claimed:
     """Lease `row` for one attempt and gather what sending needs."""
     token = now + timedelta(seconds=seconds)
+    manual = row.state == DeliveryState.QUEUED
     row.lease_expires_at = token
     account = session.get(Account, row.account_id)
     assert account is not None
@@ -149,16 +159,20 @@ def lease(*, session: Session, row: WebhookDelivery, seconds: float, now: dateti
         payload=row.payload.encode(),
         secrets=signing_secrets(account, now=now),
         token=token,
+        manual=manual,
     )
 
 
 def claim(*, session: Session, settings: Settings, limit: int) -> list[Claimed]:
-    """Lease up to `limit` due deliveries. Rows whose URL was disabled meanwhile are closed."""
+    """Lease up to `limit` due deliveries, redeliveries included.
+
+    Scheduled rows whose URL was disabled meanwhile are closed; a redelivery goes out anyway.
+    """
     now = utcnow()
     rows = session.scalars(
         select(WebhookDelivery)
         .where(
-            WebhookDelivery.state == "pending",
+            WebhookDelivery.state.in_(SENDABLE),
             WebhookDelivery.next_attempt_at <= now,
             or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now),
         )
@@ -168,8 +182,8 @@ def claim(*, session: Session, settings: Settings, limit: int) -> list[Claimed]:
     ).all()
     claimed = []
     for row in rows:
-        if _is_disabled(session, row.account_id, row.url):
-            row.state = "disabled"
+        if row.state == DeliveryState.PENDING and _is_disabled(session, row.account_id, row.url):
+            row.state = DeliveryState.DISABLED
             row.lease_expires_at = None
             continue
         claimed.append(lease(session=session, row=row, seconds=lease_seconds(settings), now=now))
@@ -178,12 +192,12 @@ def claim(*, session: Session, settings: Settings, limit: int) -> list[Claimed]:
 
 
 def next_due_in(*, session: Session) -> float | None:
-    """Seconds until a pending delivery can be claimed (≤ 0: now); None when none is pending.
+    """Seconds until a delivery can be claimed (≤ 0: now); None when none is waiting.
 
     A leased one counts from its lease's end (its sender may have died), not from its due time.
     """
     now = utcnow()
-    pending = WebhookDelivery.state == "pending"
+    pending = WebhookDelivery.state.in_(SENDABLE)
     free = or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now)
     times = [
         session.scalar(select(func.min(WebhookDelivery.next_attempt_at)).where(pending, free)),
@@ -248,9 +262,9 @@ def disable_url(*, session: Session, account_id: str, url: str) -> None:
         .where(
             WebhookDelivery.account_id == account_id,
             WebhookDelivery.url == url,
-            WebhookDelivery.state == "pending",
+            WebhookDelivery.state == DeliveryState.PENDING,
         )
-        .values(state="disabled", lease_expires_at=None)
+        .values(state=DeliveryState.DISABLED, lease_expires_at=None)
     )
 
 
@@ -267,12 +281,13 @@ def add_attempt(*, session: Session, delivery_id: str, outcome: Outcome) -> None
 
 
 def record(
-    *, session: Session, claimed: Claimed, outcome: Outcome, settings: Settings, manual: bool
+    *, session: Session, claimed: Claimed, outcome: Outcome, settings: Settings
 ) -> WebhookDelivery | None:
     """Log the attempt and move the delivery on, if this process still holds its lease.
 
-    A manual attempt (redelivery) that fails leaves a pending delivery on its schedule and
-    marks a finished one `failed`; a 2xx re-enables a URL disabled by an earlier 410.
+    Every attempt, a redelivery's included, counts toward the schedule: a failure is retried
+    while attempts are left, then `failed`. A redelivery's 2xx re-enables a URL disabled by an
+    earlier 410.
     """
     add_attempt(session=session, delivery_id=claimed.id, outcome=outcome)
     row = session.get(WebhookDelivery, claimed.id, with_for_update=True)
@@ -285,8 +300,8 @@ def record(
     row.last_error = outcome.error
     row.lease_expires_at = None
     if outcome.ok:
-        row.state, row.delivered_at = "delivered", now
-        if manual:
+        row.state, row.delivered_at = DeliveryState.DELIVERED, now
+        if claimed.manual:
             session.execute(
                 delete(DisabledWebhookUrl).where(
                     DisabledWebhookUrl.account_id == row.account_id,
@@ -294,18 +309,16 @@ def record(
                 )
             )
     elif outcome.status == 410:
-        row.state = "disabled"
+        row.state = DeliveryState.DISABLED
         disable_url(session=session, account_id=row.account_id, url=row.url)
-    elif manual:
-        if row.state != "pending":
-            row.state = "failed"
     else:
         delay = retry_delay(
             row.attempts, scale=settings.webhook_backoff_scale, retry_after=outcome.retry_after
         )
         if delay is None:
-            row.state = "failed"
+            row.state = DeliveryState.FAILED
         else:
+            row.state = DeliveryState.PENDING
             row.next_attempt_at = now + timedelta(seconds=delay)
     session.flush()
     return row
@@ -373,7 +386,7 @@ class DeliveryLoop:
 
     def _deliver(self, claimed: Claimed) -> None:
         try:
-            deliver(db=self.db, settings=self.settings, claimed=claimed, manual=False)
+            deliver(db=self.db, settings=self.settings, claimed=claimed)
         except Exception:
             log.exception("webhook %s: recording the attempt failed", claimed.id)
         finally:
@@ -382,9 +395,7 @@ class DeliveryLoop:
             self._wake.set()
 
 
-def deliver(
-    *, db: Database, settings: Settings, claimed: Claimed, manual: bool
-) -> WebhookDelivery | None:
+def deliver(*, db: Database, settings: Settings, claimed: Claimed) -> WebhookDelivery | None:
     """Send one claimed delivery and record the outcome (its own transaction)."""
     outcome = send(claimed, settings=settings)
     level = logging.INFO if outcome.ok else logging.WARNING
@@ -396,6 +407,4 @@ def deliver(
         outcome.status if outcome.status is not None else outcome.error,
     )
     with db.session(write=True) as session:
-        return record(
-            session=session, claimed=claimed, outcome=outcome, settings=settings, manual=manual
-        )
+        return record(session=session, claimed=claimed, outcome=outcome, settings=settings)

@@ -11,7 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from stillmotion import errors
 from stillmotion.accounts.service import get_account
+from stillmotion.generations import service as generations
 from stillmotion.webhooks import service
 from stillmotion.webhooks.views import delivery_view, secret_view
 
@@ -36,7 +38,7 @@ class WebhookDelivery:
     event: str
     generation_id: str | None
     url: str
-    state: str = strawberry.field(description="pending, delivered, failed or disabled")
+    state: str = strawberry.field(description="pending, queued, delivered, failed or disabled")
     attempt_count: int
     next_attempt_at: str | None
     last_status: int | None
@@ -103,6 +105,11 @@ class Query:
     ) -> list[WebhookDelivery]:
         ctx, principal = info.context["ctx"], info.context["principal"]()
         with ctx.db.session() as session:
+            if generation_id is not None:
+                errors.check_text(str(generation_id), field="generationId")
+                generations.get(
+                    session=session, principal=principal, generation_id=str(generation_id)
+                )
             logged = service.list_deliveries(
                 session=session,
                 principal=principal,
@@ -130,15 +137,21 @@ class Mutation:
 
         return await run_in_threadpool(run)
 
-    @strawberry.mutation(description="Send a webhook delivery again now, with the same id.")
+    @strawberry.mutation(
+        description="Queue a webhook delivery to be sent again now, with the same id; "
+        "answers with it `queued` (the delivery loop sends it)."
+    )
     async def redeliver_webhook(self, info: Info, id: strawberry.ID) -> WebhookDelivery:
         ctx, principal = info.context["ctx"], info.context["principal"]()
-        row, attempts = await run_in_threadpool(
-            lambda: service.redeliver(
-                db=ctx.db, settings=ctx.settings, principal=principal, delivery_id=str(id)
-            )
-        )
-        return WebhookDelivery.from_api(delivery_view(row, attempts))
+
+        def run() -> WebhookDelivery:  # a write transaction may wait for the lock: off the loop
+            with ctx.db.session(write=True) as session:
+                row, attempts = service.redeliver(
+                    session=session, principal=principal, delivery_id=str(id)
+                )
+                return WebhookDelivery.from_api(delivery_view(row, attempts))
+
+        return await run_in_threadpool(run)
 
     @strawberry.mutation(description="Set (or clear, with null) the account webhook URL.")
     async def set_account_webhook_url(self, info: Info, url: str | None) -> AccountWebhook:

@@ -1,11 +1,26 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stillmotion.db import Base, UTCDateTime, new_id, utcnow
+
+
+class DeliveryState(StrEnum):
+    """Where a delivery stands. `queued`: a redelivery was asked for; the loop sends it next."""
+
+    PENDING = "pending"  # waiting for its next scheduled attempt at `next_attempt_at`
+    QUEUED = "queued"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # the schedule is exhausted
+    DISABLED = "disabled"  # the receiver answered 410
+
+
+# What the delivery loop claims (when due and not leased).
+SENDABLE = frozenset({DeliveryState.PENDING, DeliveryState.QUEUED})
 
 
 class WebhookDelivery(Base):
@@ -23,8 +38,8 @@ class WebhookDelivery(Base):
     event: Mapped[str] = mapped_column(String(40))
     url: Mapped[str] = mapped_column(Text)
     payload: Mapped[str] = mapped_column(Text)
-    # pending → delivered | failed (schedule exhausted) | disabled (receiver answered 410)
-    state: Mapped[str] = mapped_column(String(12), default="pending")
+    # pending → delivered | failed | disabled; any of them → queued (a redelivery) → the same
+    state: Mapped[str] = mapped_column(String(12), default=DeliveryState.PENDING.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

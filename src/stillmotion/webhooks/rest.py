@@ -5,16 +5,20 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict
 
 from stillmotion.accounts import views as accounts_views
 from stillmotion.accounts.service import get_account
 from stillmotion.deps import ContextDep, CurrentPrincipal
+from stillmotion.generations import service as generations
 from stillmotion.webhooks import service
 from stillmotion.webhooks.views import delivery_view, secret_view
 
 router = APIRouter(tags=["webhooks"])
+
+# A signing secret must not stay in a browser's or a proxy's cache.
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 class AccountWebhook(BaseModel):
@@ -25,7 +29,8 @@ class AccountWebhook(BaseModel):
 
 
 @router.get("/v1/account/webhook_secret", summary="The account's webhook signing secret")
-def read_secret(ctx: ContextDep, principal: CurrentPrincipal) -> dict[str, Any]:
+def read_secret(ctx: ContextDep, principal: CurrentPrincipal, response: Response) -> dict[str, Any]:
+    response.headers.update(NO_STORE)
     with ctx.db.session() as session:
         account = get_account(session=session, account_id=principal.account_id)
         return {"data": {"webhookSecret": secret_view(account)}}
@@ -35,7 +40,10 @@ def read_secret(ctx: ContextDep, principal: CurrentPrincipal) -> dict[str, Any]:
     "/v1/account/webhook_secret",
     summary="Rotate the webhook secret; the previous one keeps signing for a grace period",
 )
-def rotate_secret(ctx: ContextDep, principal: CurrentPrincipal) -> dict[str, Any]:
+def rotate_secret(
+    ctx: ContextDep, principal: CurrentPrincipal, response: Response
+) -> dict[str, Any]:
+    response.headers.update(NO_STORE)
     grace = timedelta(hours=ctx.settings.webhook_secret_grace_hours)
     with ctx.db.session(write=True) as session:
         account = service.rotate_secret(
@@ -71,6 +79,7 @@ def list_deliveries(
     limit: Annotated[int, Query()] = 50,
 ) -> dict[str, Any]:
     with ctx.db.session() as session:
+        generations.get(session=session, principal=principal, generation_id=generation_id)
         logged = service.list_deliveries(
             session=session, principal=principal, generation_id=generation_id, limit=limit
         )
@@ -79,16 +88,17 @@ def list_deliveries(
 
 @router.post(
     "/v1/image_to_video/{generation_id}/deliveries/{delivery_id}/redeliver",
-    summary="Send a webhook again now (same webhook-id); answers with the attempt recorded",
+    status_code=202,
+    summary="Queue a webhook to be sent again now (same webhook-id); answers with it queued",
 )
 def redeliver(
     generation_id: str, delivery_id: str, ctx: ContextDep, principal: CurrentPrincipal
 ) -> dict[str, Any]:
-    row, attempts = service.redeliver(
-        db=ctx.db,
-        settings=ctx.settings,
-        principal=principal,
-        delivery_id=delivery_id,
-        generation_id=generation_id,
-    )
-    return {"data": {"delivery": delivery_view(row, attempts)}}
+    with ctx.db.session(write=True) as session:
+        row, attempts = service.redeliver(
+            session=session,
+            principal=principal,
+            delivery_id=delivery_id,
+            generation_id=generation_id,
+        )
+        return {"data": {"delivery": delivery_view(row, attempts)}}

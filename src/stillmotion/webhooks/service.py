@@ -1,4 +1,4 @@
-"""Webhook secrets, the account webhook URL, the delivery log and manual redelivery.
+"""Webhook secrets, the account webhook URL, the delivery log and redelivery (queued).
 
 The rules live here once; REST and GraphQL call these functions.
 """
@@ -15,10 +15,13 @@ from stillmotion.accounts.models import Account
 from stillmotion.accounts.service import Principal, get_account
 from stillmotion.client.webhooks import generate_secret
 from stillmotion.config import Settings
-from stillmotion.db import Database, utcnow
-from stillmotion.generations import service as generations
-from stillmotion.webhooks import delivery
-from stillmotion.webhooks.models import DisabledWebhookUrl, WebhookAttempt, WebhookDelivery
+from stillmotion.db import utcnow
+from stillmotion.webhooks.models import (
+    DeliveryState,
+    DisabledWebhookUrl,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 
 Logged = tuple[WebhookDelivery, list[WebhookAttempt]]
 
@@ -43,6 +46,8 @@ def check_webhook_url(url: str, *, settings: Settings) -> None:
     """
     try:
         net.check_url(url, allow_networks=settings.networks)
+    except errors.UrlNotAllowed as exc:
+        raise exc.about("url") from None
     except net.DeliveryError as exc:
         raise errors.ValidationFailed(f"url: {exc}", field="url") from None
 
@@ -78,12 +83,15 @@ def _attempts(session: Session, delivery_id: str) -> list[WebhookAttempt]:
 def list_deliveries(
     *, session: Session, principal: Principal, generation_id: str | None, limit: int = 50
 ) -> list[Logged]:
-    """The caller's deliveries, oldest first: one generation's, or the newest `limit` of all."""
+    """The caller's deliveries, oldest first: one generation's, or the newest `limit` of all.
+
+    That the generation is the caller's is the transport's to check first (`generations.get`:
+    404 for another account's), since webhooks sit below generations."""
     if not 1 <= limit <= 100:
         raise errors.ValidationFailed("limit must be 1 … 100", field="limit")
     query = select(WebhookDelivery).where(WebhookDelivery.account_id == principal.account_id)
     if generation_id is not None:
-        generations.get(session=session, principal=principal, generation_id=generation_id)
+        errors.check_text(generation_id, field="generationId")
         query = query.where(WebhookDelivery.generation_id == generation_id)
     rows = session.scalars(
         query.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc()).limit(limit)
@@ -95,43 +103,41 @@ def get_delivery(
     *, session: Session, principal: Principal, delivery_id: str, generation_id: str | None = None
 ) -> WebhookDelivery:
     """The caller's delivery; another account's (or another generation's) id is 404."""
-    row = session.get(WebhookDelivery, delivery_id) if isinstance(delivery_id, str) else None
+    row = (
+        session.get(WebhookDelivery, errors.check_text(delivery_id, field="id"))
+        if isinstance(delivery_id, str)
+        else None
+    )
     if (
         row is None
         or row.account_id != principal.account_id
         or (generation_id is not None and row.generation_id != generation_id)
     ):
-        raise errors.NotFound(f"no webhook delivery {delivery_id!r}")
+        raise errors.NotFound(f"no webhook delivery {errors.quote(delivery_id)}")
     return row
 
 
 def redeliver(
-    *,
-    db: Database,
-    settings: Settings,
-    principal: Principal,
-    delivery_id: str,
-    generation_id: str | None = None,
+    *, session: Session, principal: Principal, delivery_id: str, generation_id: str | None = None
 ) -> Logged:
-    """Send a delivery again now, with the same `webhook-id`, and return it with its log.
+    """Queue a delivery to be sent again now, with the same `webhook-id`; return it with its log.
 
-    Works in any state. The attempt is recorded like the loop's; see `delivery.record` for how
-    its outcome moves the state. While another attempt of it is in flight: `Conflict`.
+    Works in any state: the row becomes `queued`, due now, and the delivery loop sends it (see
+    `delivery.record` for how the outcome moves it on). Nothing here waits for the receiver, so
+    a crowd of redeliveries to one that never answers holds no request thread. Already queued,
+    or an attempt of it in flight: `Conflict`.
     """
-    with db.session(write=True) as session:
-        row = get_delivery(
-            session=session,
-            principal=principal,
-            delivery_id=delivery_id,
-            generation_id=generation_id,
+    row = get_delivery(
+        session=session, principal=principal, delivery_id=delivery_id, generation_id=generation_id
+    )
+    now = utcnow()
+    leased = row.lease_expires_at is not None and row.lease_expires_at > now
+    if row.state == DeliveryState.QUEUED or leased:
+        raise errors.Conflict(
+            "This delivery is already queued or being sent; its attempt will appear in the "
+            "delivery log."
         )
-        now = utcnow()
-        if row.lease_expires_at is not None and row.lease_expires_at > now:
-            raise errors.Conflict("An attempt of this delivery is in progress; retry shortly.")
-        claimed = delivery.lease(
-            session=session, row=row, seconds=delivery.lease_seconds(settings), now=now
-        )
-    delivery.deliver(db=db, settings=settings, claimed=claimed, manual=True)
-    with db.session() as session:
-        row = get_delivery(session=session, principal=principal, delivery_id=delivery_id)
-        return row, _attempts(session, row.id)
+    row.state = DeliveryState.QUEUED
+    row.next_attempt_at = now
+    session.flush()
+    return row, _attempts(session, row.id)

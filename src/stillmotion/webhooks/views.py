@@ -7,8 +7,8 @@ from typing import Any
 
 from stillmotion.accounts.models import Account
 from stillmotion.db import utcnow
-from stillmotion.generations.views import iso
-from stillmotion.webhooks.models import WebhookAttempt, WebhookDelivery
+from stillmotion.times import iso
+from stillmotion.webhooks.models import SENDABLE, WebhookAttempt, WebhookDelivery
 
 
 def secret_view(account: Account) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def delivery_view(row: WebhookDelivery, attempts: list[WebhookAttempt]) -> dict[
         "url": row.url,
         "state": row.state,
         "attemptCount": row.attempts,
-        "nextAttemptAt": iso(row.next_attempt_at) if row.state == "pending" else None,
+        "nextAttemptAt": iso(row.next_attempt_at) if row.state in SENDABLE else None,
         "lastStatus": row.last_status,
         "lastError": row.last_error,
         "createdAt": iso(row.created_at),
