@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -30,7 +31,8 @@ app.add_typer(credits_app, name="credits")
 limits_app = typer.Typer(help="Plans and per-account limits.", no_args_is_help=True)
 app.add_typer(limits_app, name="limits")
 console = Console()
-err = Console(stderr=True)
+# soft_wrap: an error is one line however narrow the terminal (or a pipe's 80 columns).
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _setup_logging() -> None:
@@ -70,7 +72,7 @@ def _database(*, migrate: bool = True, error_code: int = 1) -> Iterator[tuple[An
     try:
         yield settings, db
     except errors.StillmotionError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
+        err.print(f"[red]error:[/red] {escape(exc.message)}")
         raise typer.Exit(error_code) from None
     finally:
         db.dispose()
@@ -111,8 +113,8 @@ def serve(
     ] = None,
 ) -> None:
     """Run the API (REST, GraphQL, media) with N embedded worker threads."""
-    import uvicorn
-
+    from stillmotion import server
+    from stillmotion.accesslog import AccessLog
     from stillmotion.app import create_app
 
     _setup_logging()
@@ -127,12 +129,9 @@ def serve(
             f"Try: curl -H 'Authorization: Bearer {key}' http://{host}:{port}/v1/account\n",
             flush=True,
         )
-    uvicorn.run(
-        create_app(settings, workers=workers),
-        host=host,
-        port=port,
-        log_level="info",
-        access_log=False,
+    api = create_app(settings, workers=workers)
+    server.run(
+        AccessLog(api) if settings.access_log else api, host=host, port=port, settings=settings
     )
 
 
@@ -141,8 +140,8 @@ def worker(
     threads: Annotated[int, typer.Option(help="Render threads in this process.")] = 1,
 ) -> None:
     """Run a standalone worker (renders and webhook deliveries) for the API's database."""
+    from stillmotion.context import Context
     from stillmotion.db import Database
-    from stillmotion.generations.service import Context
     from stillmotion.jobs.worker import WorkerPool
     from stillmotion.storage import LocalStorage
     from stillmotion.webhooks.delivery import DeliveryLoop
@@ -209,20 +208,39 @@ def keys_create(
 def keys_list(
     account: Annotated[str | None, typer.Option(help="Only this account's keys.")] = None,
 ) -> None:
-    """List keys (their first 8 characters, never the key)."""
+    """List keys (their first 8 characters, never the key).
+
+    In a terminal, a table whose ids are never cut; piped, one tab-separated line per key:
+    id, prefix, account, role, created, revoked (ISO 8601; empty while the key is active).
+    """
     from stillmotion.accounts import service as accounts
 
-    table = Table("id", "prefix", "account", "role", "created", "revoked")
     with _database(migrate=False) as (_, db), db.session() as session:
-        for k in accounts.list_keys(session=session, account_name=account):
-            table.add_row(
-                k.id,
-                k.prefix + "…",
-                k.account.name,
-                k.role,
-                k.created_at.isoformat(timespec="seconds"),
-                k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
-            )
+        keys = [
+            (k.id, k.prefix, k.account.name, k.role, k.created_at, k.revoked_at)
+            for k in accounts.list_keys(session=session, account_name=account)
+        ]
+    if not console.is_terminal:
+        for *text, created, revoked in keys:
+            stamps = [t.isoformat(timespec="seconds") if t else "" for t in (created, revoked)]
+            print("\t".join([*text, *stamps]))
+        return
+    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
+    table.add_column("id", no_wrap=True)
+    table.add_column("prefix", no_wrap=True)
+    table.add_column("account", overflow="fold", min_width=7)
+    table.add_column("role", no_wrap=True)
+    table.add_column("created", min_width=10)
+    table.add_column("revoked", min_width=10)
+    for key_id, prefix, name, role, created, revoked in keys:
+        table.add_row(
+            key_id,
+            prefix + "…",
+            name,
+            role,
+            f"{created:%Y-%m-%d %H:%M}",
+            f"{revoked:%Y-%m-%d %H:%M}" if revoked else "",
+        )
     console.print(table)
 
 
@@ -335,11 +353,10 @@ def limits_set(
     reset: Annotated[bool, typer.Option(help="Clear the overrides first.")] = False,
 ) -> None:
     """Change an account's plan or override its plan's limits (enterprise accounts)."""
-    from stillmotion.accounts import limits
-    from stillmotion.accounts.plans import limits_for
+    from stillmotion.accounts import plans
 
     with _database() as (_, db), db.session(write=True) as session:
-        acc = limits.set_overrides(
+        acc = plans.set_overrides(
             session=session,
             account_name=account,
             plan=plan,
@@ -349,7 +366,7 @@ def limits_set(
             low_credit_threshold=low_credit_threshold,
             reset=reset,
         )
-        now = limits_for(acc)
+        now = plans.limits_for(acc)
         console.print(
             f"[bold]{account}[/bold] ({acc.plan}): {now.per_minute}/min, "
             f"{now.concurrent} at once, {now.daily or 'unlimited'}/day"
