@@ -1,4 +1,4 @@
-"""API benchmark: the cost of auth, limits and headers, create latency, and worker pickup.
+"""API benchmark: the cost of auth, limits and headers, creates alone and beside polling, pickup.
 
     .venv/bin/python benchmarks/api.py [--seconds 8] [--connections 32] [--rounds 2]
 
@@ -11,7 +11,10 @@ Needs `wrk` (Debian package) on PATH. Everything runs on loopback:
 2. `POST /v1/image_to_video` with a ~100 KB data-URI image at 20 concurrent connections
    (wrk with a Lua body), on a server with no workers (rendering would compete for the CPU),
    for an account with huge credits and limits.
-3. Worker pickup: a server with one idle embedded worker; jobs created one after another;
+3. Polling beside creates: the same creates at 50 connections alone, then beside 200
+   connections polling a job (both wrk, back to back, `--rounds` times); the create rate
+   beside the pollers as a share of the rate alone.
+4. Worker pickup: a server with one idle embedded worker; jobs created one after another;
    `startedAt - createdAt` of each.
 
 Prints a table; docs/benchmarks.md (## API) has the figures and the machine.
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import concurrent.futures
+import functools
 import io
 import json
 import os
@@ -183,7 +188,33 @@ def wrk(
             result[f"p{pct}"] = value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     result["errors"] = float(non2xx.group(1)) if non2xx else 0.0
+    # wrk counts a request unanswered within its timeout (2 s by default) as a socket error.
+    timeouts = re.search(r"Socket errors:.*timeout (\d+)", out)
+    result["timeouts"] = float(timeouts.group(1)) if timeouts else 0.0
+    result["requests"] = float(re.search(r"(\d+) requests in", out).group(1))
     return result
+
+
+def mixed_run(
+    *, api_url: str, poll_url: str, auth: dict[str, str], script: Path, seconds: int
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Creates at 50 connections alone, then the same beside 200 connections polling one job
+    (started a second before the creates and stopped a second after them, so the creates
+    meet polling for their whole run): (alone, beside, the polls)."""
+    create = functools.partial(
+        wrk,
+        api_url + "/v1/image_to_video",
+        seconds=seconds,
+        connections=50,
+        headers=auth,
+        script=script,
+    )
+    alone = create()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        polls = pool.submit(wrk, poll_url, seconds=seconds + 2, connections=200, headers=auth)
+        time.sleep(1)
+        beside = create()
+        return alone, beside, polls.result()
 
 
 def data_uri_of_about(size: int) -> str:
@@ -325,6 +356,49 @@ def main() -> None:
                     f"p99 {create['p99']:.1f} ms{goal}",
                 )
             )
+
+        # Polling beside creates (issue 10, item 7): the create rate beside 200 polling
+        # connections as a share of the rate alone, measured back to back, `--rounds` times.
+        mixed = [
+            mixed_run(
+                api_url=api.url,
+                poll_url=f"{api.url}/v1/image_to_video/{rendering_id}",
+                auth=auth,
+                script=script,
+                seconds=args.seconds,
+            )
+            for _ in range(args.rounds)
+        ]
+        for alone, beside, polls in mixed:
+            assert alone["errors"] == beside["errors"] == polls["errors"] == 0, mixed
+        ratios = sorted(beside["rps"] / alone["rps"] for alone, beside, _ in mixed)
+        alone_rps = statistics.median(m[0]["rps"] for m in mixed)
+        beside_rps = statistics.median(m[1]["rps"] for m in mixed)
+        rows.append(
+            (
+                "POST create, 50 connections, alone",
+                f"{alone_rps:,.0f} req/s",
+                f"p99 {statistics.median(m[0]['p99'] for m in mixed):.0f} ms",
+            )
+        )
+        rows.append(
+            (
+                "POST create, 50 connections, beside 200 polling",
+                f"{beside_rps:,.0f} req/s",
+                f"{statistics.median(ratios):.2f}× alone (goal ≥ 0.4×; rounds "
+                + ", ".join(f"{r:.2f}" for r in ratios)
+                + f"); p99 {statistics.median(m[1].get('p99', 0) for m in mixed):.0f} ms; "
+                f"{sum(m[1]['timeouts'] for m in mixed):.0f} of "
+                f"{sum(m[1]['requests'] for m in mixed):.0f} over wrk's 2 s timeout",
+            )
+        )
+        rows.append(
+            (
+                "GET polls meanwhile, 200 connections",
+                f"{statistics.median(m[2]['rps'] for m in mixed):,.0f} req/s",
+                f"p99 {statistics.median(m[2]['p99'] for m in mixed):.0f} ms",
+            )
+        )
     finally:
         api.stop()
         hello.terminate()

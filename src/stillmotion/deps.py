@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from stillmotion import errors
 from stillmotion.accounts import limits
 from stillmotion.accounts import service as accounts
 from stillmotion.accounts.service import Principal
-from stillmotion.generations.service import Context
+from stillmotion.context import Context
 
 
 async def get_context(request: Request) -> Context:
@@ -35,7 +34,8 @@ async def authenticate(request: Request) -> Principal:
 
     A key seen in the last `STILLMOTION_AUTH_CACHE_SECONDS` (default 1 s) is not looked up
     again: under polling load this saves a database read per request, and a revoked key stops
-    working within that second.
+    working within that second. When it is looked up again, the requests that arrive with it
+    meanwhile wait for that one lookup (`_lookup_once`).
     """
     cached = getattr(request.state, "principal", None)
     if cached is not None:
@@ -44,22 +44,35 @@ async def authenticate(request: Request) -> Principal:
     key = api_key_from(request.headers)
     if not key:
         raise errors.Unauthenticated()
-    cache: dict[str, tuple[float, Principal]] = request.app.state.__dict__.setdefault(
-        "_principals", {}
-    )
-    now = time.monotonic()
-    hit = cache.get(key)
-    if hit is not None and hit[0] > now:
-        principal = hit[1]
-    else:
-        principal = await run_in_threadpool(_lookup, ctx, key)
-        ttl = ctx.settings.auth_cache_seconds
-        if ttl > 0:
-            if len(cache) >= 10_000:
-                cache.clear()
-            cache[key] = (now + ttl, principal)
+    principal = ctx.caches.keys.get(key)
+    if principal is None:
+        principal = await _lookup_once(request.app.state, ctx, key)
+        ctx.caches.keys.put(key, principal)
     request.state.principal = principal
     return principal
+
+
+async def _lookup_once(state, ctx: Context, key: str) -> Principal:
+    """The key's principal, looked up by at most one request at a time.
+
+    Without this, when a busy key's cache entry expired every request in flight missed it:
+    200 polling connections started ~200 lookups a second, each holding a pool thread for
+    several turns of the event loop (docs/benchmarks.md, "Polling beside creates")."""
+    lookups: dict[str, asyncio.Future[Principal]] = state.__dict__.setdefault(
+        "_principal_lookups", {}
+    )
+    lookup = lookups.get(key)
+    if lookup is None:
+        lookup = lookups[key] = asyncio.ensure_future(ctx.db.run(_lookup, ctx, key))
+        lookup.add_done_callback(lambda done: _forget_lookup(lookups, key, done))
+    # Shielded: one waiter going away must not cancel the lookup the others wait for.
+    return await asyncio.shield(lookup)
+
+
+def _forget_lookup(lookups: dict, key: str, done: asyncio.Future) -> None:
+    lookups.pop(key, None)
+    if not done.cancelled():
+        done.exception()  # retrieved here, so a refusal nobody waited for is not logged
 
 
 def _lookup(ctx: Context, key: str) -> Principal:

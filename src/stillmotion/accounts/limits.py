@@ -6,16 +6,14 @@
 - Reads (every other authenticated request): a sliding-window counter per key with
   `STILLMOTION_READ_LIMIT_PER_MINUTE`. It costs O(1) per request however high the limit is,
   which matters on the polling path; its reset time is an approximation, which is fine there.
-- Counters live in process memory by default and in Redis when `STILLMOTION_REDIS_URL` is set,
-  so several API processes share one count.
-- The daily cap is not a counter: it counts the account's generations created since 00:00 UTC
-  inside the transaction that creates the next one (`check_daily`), so it is exact across
-  processes and restarts.
+- Counters live in process memory by default (`MemoryWindows`) and in Redis when
+  `STILLMOTION_REDIS_URL` is set, so several API processes share one count.
+- The daily cap is not a counter: `generations.quota.check_daily` counts the account's
+  generations created since 00:00 UTC inside the transaction that creates the next one, so it
+  is exact across processes and restarts.
 
-What counts: every create request that reaches the handler counts against the per-minute
-window, also one that then fails validation (the seed counts "generation requests"; this also
-keeps bad requests from fetching images without limit). Replays of an `Idempotency-Key` and
-requests answered 409/422 by idempotency do not count: the idempotency check comes first.
+Which requests count against the create window is decided in `generations/admission.py`; the
+plans' numbers and the operator's overrides are `accounts/plans.py`.
 
 Every authenticated response carries `X-RateLimit-Limit/Remaining/Reset` (Reset in UTC epoch
 seconds) and the IETF draft's structured `RateLimit-Policy` / `RateLimit` fields for the window
@@ -24,26 +22,26 @@ the request was counted in (`"create"` or `"read"`); `RateLimitHeaders` adds the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from functools import cache
 
 from limits import RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stillmotion import errors
-from stillmotion.accounts.models import Account
-from stillmotion.accounts.plans import Limits, limits_for
+from stillmotion.accounts.plans import Limits
 from stillmotion.config import Settings
 
 STATE_KEY = "rate_limit"
+# Reads that may start in one turn of the event loop (`TurnShare`): about 10 ms of a turn on
+# the benchmark's machine, and as many as the GET benchmark's 32 connections.
+READS_PER_TURN = 32
 log = logging.getLogger("stillmotion.limits")
 
 
@@ -74,18 +72,163 @@ class Decision:
         return [(k.encode(), v.encode()) for k, v in values]
 
 
+class MemoryWindows:
+    """Both windows in this process's memory: plain synchronous code for the event loop, with
+    no lock, no task and no thread.
+
+    Not `limits`' asyncio `MemoryStorage`: it takes a per-key `asyncio.Lock`, and after every
+    hit (reads too) starts a task that trims the moving windows in a worker thread while
+    holding their locks. Concurrent creates of one account then queued on that lock, one per
+    turn of the event loop; beside 200 polling connections a turn took ~30 ms, and creates fell
+    from ~400/s to ~15/s (docs/benchmarks.md, "Polling beside creates"). Here a hit is a few
+    microseconds and cannot interleave with another.
+
+    The arithmetic is `limits`': an exact moving window (a queue of hit times per key) and
+    its sliding-window counter (this window's count plus the last one's, weighted by how much
+    of it still overlaps the last `window` seconds).
+    """
+
+    SWEEP_SECONDS = 60.0
+
+    def __init__(self, *, window: int = 60) -> None:
+        self.window = window
+        self._moving: dict[str, deque[float]] = {}
+        # key -> (index of the current fixed window, its count, the previous window's count)
+        self._counters: dict[str, tuple[int, int, int]] = {}
+        self._next_sweep = 0.0
+
+    def hit_moving(self, key: str, limit: int, now: float) -> tuple[bool, int, float]:
+        """Count a hit unless `limit` hits are in the last `window` seconds; return (allowed,
+        remaining, when the oldest hit leaves the window)."""
+        self._sweep(now)
+        hits = self._hits(key, now)
+        allowed = len(hits) < limit
+        if allowed:
+            hits.append(now)
+        return allowed, limit - len(hits), hits[0] + self.window if hits else now
+
+    def peek_moving(self, key: str, limit: int, now: float) -> tuple[int, float]:
+        """(remaining, when the oldest hit leaves the window; `now` if none is in it)."""
+        hits = self._hits(key, now)
+        return limit - len(hits), hits[0] + self.window if hits else now
+
+    def _hits(self, key: str, now: float) -> deque[float]:
+        hits = self._moving.get(key)
+        if hits is None:
+            hits = self._moving[key] = deque()
+        cutoff = now - self.window
+        while hits and hits[0] <= cutoff:
+            hits.popleft()
+        return hits
+
+    def hit_counter(self, key: str, limit: int, now: float) -> tuple[bool, int, float]:
+        """Count a hit unless the weighted count is at `limit`; return (allowed, remaining,
+        when the weighted count next drops)."""
+        self._sweep(now)
+        index = int(now // self.window)
+        current, previous = self._counts(key, index)
+        weight = 1 - (now / self.window) % 1  # share of the previous window still inside
+        allowed = math.floor(previous * weight + current) + 1 <= limit
+        if allowed:
+            current += 1
+            self._counters[key] = (index, current, previous)
+        remaining = max(0, limit - math.floor(previous * weight + current))
+        reset_in = math.inf
+        if previous:
+            reset_in = (weight * self.window) % (self.window / previous)
+        if current:
+            reset_in = min(reset_in, weight * self.window)
+        return allowed, remaining, now + reset_in if reset_in != math.inf else now
+
+    def _counts(self, key: str, index: int) -> tuple[int, int]:
+        state = self._counters.get(key)
+        if state is None or state[0] < index - 1:
+            return 0, 0
+        if state[0] == index - 1:
+            return 0, state[1]
+        return state[1], state[2]
+
+    def _sweep(self, now: float) -> None:
+        """Forget keys with no hit in the window, at most once a minute (O(keys))."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.SWEEP_SECONDS
+        cutoff = now - self.window
+        for key in [k for k, hits in self._moving.items() if not hits or hits[-1] <= cutoff]:
+            del self._moving[key]
+        index = int(now // self.window)
+        for key in [k for k, state in self._counters.items() if state[0] < index - 1]:
+            del self._counters[key]
+
+
+class TurnShare:
+    """At most `per_turn` reads start in one turn of the event loop; the others wait, in
+    order, for the next turns.
+
+    A read is one short step on the loop (auth, the limit, the row and its JSON), so a crowd
+    of polling connections makes each turn of the loop long, and everything else waits
+    behind all of them at every await: a create needs several turns (its body, the image
+    check in a thread, its transaction). Beside 200 polling connections creates fell to a
+    fraction of their rate alone. With reads held to a share of each turn, a turn is short
+    whatever the number of pollers, and creates keep most of their rate; pollers in excess
+    wait a turn or two, which costs them no CPU (docs/benchmarks.md, "Polling beside
+    creates"). A lone client, or a few, never waits.
+    """
+
+    def __init__(self, per_turn: int) -> None:
+        self.per_turn = per_turn
+        self._started = 0  # reads started in this turn
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._turn_pending = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def admit(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new loop (tests start one per app): start afresh
+            self._loop, self._started, self._turn_pending = loop, 0, False
+            self._waiting.clear()
+        if self._started < self.per_turn and not self._waiting:
+            self._started += 1
+            self._end_turn_soon()
+            return
+        waiter = loop.create_future()
+        self._waiting.append(waiter)
+        self._end_turn_soon()
+        await waiter
+
+    def _end_turn_soon(self) -> None:
+        # A callback scheduled now runs in the loop's next turn, after everything ready now.
+        if not self._turn_pending:
+            self._turn_pending = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn_pending = False
+        self._started = 0
+        while self._waiting and self._started < self.per_turn:
+            waiter = self._waiting.popleft()
+            if not waiter.done():  # its request may have gone (cancelled)
+                waiter.set_result(None)
+                self._started += 1
+        if self._started:
+            self._end_turn_soon()
+
+
 class RateLimiter:
-    """The per-minute windows of one API process, on memory or Redis storage."""
+    """The per-minute windows of one API process, in memory or on Redis storage, and the
+    share of each turn of its event loop that reads may take (`TurnShare`)."""
 
     def __init__(self, *, redis_url: str = "", read_per_minute: int = 600) -> None:
+        self.memory: MemoryWindows | None = None
         if redis_url:
             uri = redis_url if redis_url.startswith("async+") else "async+" + redis_url
             self.storage = RedisStorage(uri, implementation="redispy")
+            self.moving = MovingWindowRateLimiter(self.storage)
+            self.sliding = SlidingWindowCounterRateLimiter(self.storage)
         else:
-            self.storage = MemoryStorage()
-        self.moving = MovingWindowRateLimiter(self.storage)
-        self.sliding = SlidingWindowCounterRateLimiter(self.storage)
+            self.memory = MemoryWindows()
         self.read_item = RateLimitItemPerMinute(read_per_minute, namespace="sm-read")
+        self.read_turns = TurnShare(READS_PER_TURN)
         self._create_items: dict[int, RateLimitItemPerMinute] = {}
         self._last_failure_log = -1e9
 
@@ -113,6 +256,14 @@ class RateLimiter:
 
     async def hit_create(self, *, account_id: str, per_minute: int) -> Decision:
         """Count one create request, or raise `RateLimited` (the request is not counted)."""
+        if self.memory is not None:
+            allowed, remaining, reset = self.memory.hit_moving(
+                "create/" + account_id, per_minute, time.time()
+            )
+            decision = Decision("create", per_minute, max(0, remaining), reset)
+            if not allowed:
+                raise _limited(decision, "create requests")
+            return decision
         item = self._create_item(per_minute)
         try:
             allowed = await self.moving.hit(item, account_id)
@@ -126,6 +277,11 @@ class RateLimiter:
 
     async def peek_create(self, *, account_id: str, per_minute: int) -> Decision:
         """The create window as it stands, without counting a request."""
+        if self.memory is not None:
+            remaining, reset = self.memory.peek_moving(
+                "create/" + account_id, per_minute, time.time()
+            )
+            return Decision("create", per_minute, max(0, remaining), reset)
         item = self._create_item(per_minute)
         try:
             stats = await self.moving.get_window_stats(item, account_id)
@@ -137,6 +293,15 @@ class RateLimiter:
     async def hit_read(self, *, key_id: str) -> Decision:
         """Count one read request, or raise `RateLimited`."""
         item = self.read_item
+        if self.memory is not None:
+            now = time.time()
+            allowed, remaining, reset = self.memory.hit_counter("read/" + key_id, item.amount, now)
+            decision = Decision(
+                "read", item.amount, remaining, reset if reset > now else now + item.get_expiry()
+            )
+            if not allowed:
+                raise _limited(decision, "requests")
+            return decision
         try:
             allowed = await self.sliding.hit(item, key_id)
             stats = await self.sliding.get_window_stats(item, key_id)
@@ -165,11 +330,11 @@ def record(scope: Scope, decision: Decision) -> None:
     scope.setdefault("state", {})[STATE_KEY] = decision
 
 
-async def check_create(*, limiter: RateLimiter, scope: Scope, principal, limits) -> Decision:
+async def check_create(*, limiter: RateLimiter, scope: Scope, principal, plan: Limits) -> Decision:
     """Count a create request for the caller's account against its plan's per-minute limit."""
     try:
         decision = await limiter.hit_create(
-            account_id=principal.account_id, per_minute=limits.per_minute
+            account_id=principal.account_id, per_minute=plan.per_minute
         )
     except errors.RateLimited as exc:
         record(scope, exc.decision)  # type: ignore[attr-defined]
@@ -178,38 +343,17 @@ async def check_create(*, limiter: RateLimiter, scope: Scope, principal, limits)
     return decision
 
 
-async def peek_create(*, limiter: RateLimiter, scope: Scope, principal, limits) -> None:
+async def peek_create(*, limiter: RateLimiter, scope: Scope, principal, plan: Limits) -> None:
+    """Report the create window in the response without counting this request."""
     record(
         scope,
-        await limiter.peek_create(account_id=principal.account_id, per_minute=limits.per_minute),
+        await limiter.peek_create(account_id=principal.account_id, per_minute=plan.per_minute),
     )
 
 
-def account_limits(*, db, account_id: str) -> Limits:
-    """The plan's limits with the account's overrides (one short read)."""
-    with db.session() as session:
-        account = session.get(Account, account_id)
-        if account is None:
-            raise errors.NotFound("no such account")
-        return limits_for(account)
-
-
-async def plan_limits(*, state, db, account_id: str, ttl: float = 1.0) -> Limits:
-    """`account_limits`, remembered for `ttl` seconds per process (a plan change takes effect
-    within a second; the daily cap is always read in the charging transaction)."""
-    cache: dict[str, tuple[float, Limits]] = state.__dict__.setdefault("_plan_limits", {})
-    now = time.monotonic()
-    hit = cache.get(account_id)
-    if hit is not None and hit[0] > now:
-        return hit[1]
-    result = await db.run(account_limits, db=db, account_id=account_id)
-    if len(cache) >= 10_000:
-        cache.clear()
-    cache[account_id] = (now + ttl, result)
-    return result
-
-
 async def check_read(*, limiter: RateLimiter, scope: Scope, principal) -> Decision:
+    """Count a read against the key's limit, once the read's turn on the loop has come."""
+    await limiter.read_turns.admit()
     try:
         decision = await limiter.hit_read(key_id=principal.key_id)
     except errors.RateLimited as exc:
@@ -217,95 +361,6 @@ async def check_read(*, limiter: RateLimiter, scope: Scope, principal) -> Decisi
         raise
     record(scope, decision)
     return decision
-
-
-def start_of_utc_day(now: datetime | None = None) -> datetime:
-    now = now or datetime.now(UTC)
-    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-@cache
-def _daily_statements():
-    """The account lock and today's count, built once (they run on every create)."""
-    from stillmotion.generations.models import Generation
-
-    lock = (
-        select(
-            Account.plan, Account.limit_per_minute, Account.limit_concurrent, Account.limit_daily
-        )
-        .where(Account.id == bindparam("account_id"))
-        .with_for_update()
-    )
-    created_since = select(func.count(Generation.id)).where(
-        Generation.account_id == bindparam("account_id"),
-        Generation.created_at >= bindparam("since"),
-    )
-    return lock, created_since
-
-
-def check_daily(*, session: Session, account_id: str) -> Limits:
-    """Refuse a create over the account's daily limit (UTC day), or return the account's
-    limits. Call it in the transaction that creates the generation: it locks the account row
-    first (PostgreSQL; SQLite's write transaction is already exclusive), so concurrent creates
-    count each other."""
-    lock, created_since = _daily_statements()
-    conn = session.connection()
-    account = conn.execute(lock, {"account_id": account_id}).first()
-    if account is None:
-        raise errors.NotFound("no such account")
-    plan = limits_for(account)
-    if plan.daily is None:
-        return plan
-    day = start_of_utc_day()
-    today = conn.scalar(created_since, {"account_id": account_id, "since": day})
-    if today >= plan.daily:
-        reset = day + timedelta(days=1)
-        raise errors.DailyLimitExceeded(
-            f"Daily limit of {plan.daily} generations reached; it resets at 00:00 UTC",
-            retry_after=math.ceil((reset - datetime.now(UTC)).total_seconds()),
-            limit=plan.daily,
-        )
-    return plan
-
-
-def set_overrides(
-    *,
-    session: Session,
-    account_name: str,
-    plan: str | None = None,
-    per_minute: int | None = None,
-    concurrent: int | None = None,
-    daily: int | None = None,
-    low_credit_threshold: int | None = None,
-    reset: bool = False,
-) -> Account:
-    """An operator's change of an account's plan and per-account limits (enterprise deals).
-    `reset` first clears the overrides, so the plan's numbers apply again."""
-    from stillmotion.accounts.plans import PLANS
-
-    account = session.scalar(select(Account).where(Account.name == account_name))
-    if account is None:
-        raise errors.NotFound(f"no account {account_name!r}")
-    if plan is not None:
-        if plan not in PLANS:
-            raise errors.ValidationFailed(
-                f"unknown plan {plan!r}; known: {', '.join(PLANS)}", field="plan"
-            )
-        account.plan = plan
-    if reset:
-        account.limit_per_minute = account.limit_concurrent = account.limit_daily = None
-    for field, value in (
-        ("limit_per_minute", per_minute),
-        ("limit_concurrent", concurrent),
-        ("limit_daily", daily),
-        ("low_credit_threshold", low_credit_threshold),
-    ):
-        if value is not None:
-            if value < (0 if field == "low_credit_threshold" else 1):
-                raise errors.ValidationFailed(f"{field} must be positive", field=field)
-            setattr(account, field, value)
-    session.flush()
-    return account
 
 
 class RateLimitHeaders:
