@@ -27,6 +27,9 @@ class Settings(BaseSettings):
         "", description="Comma-separated CIDRs URL fetching may reach although not public."
     )
     redis_url: str = Field("", description="Shared rate-limit counters when set.")
+    cors_origins: str = Field(
+        "", description="Comma-separated origins browsers may call the API from ('*': any)."
+    )
     read_limit_per_minute: int = Field(600, ge=1)
     auth_cache_seconds: float = Field(
         1.0, ge=0, description="How long a checked API key is trusted without a lookup."
@@ -64,6 +67,19 @@ class Settings(BaseSettings):
     webhook_secret_grace_hours: float = Field(
         24.0, ge=0, description="After a rotation, the previous secret still signs this long."
     )
+    # Connections (`serve`)
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="A connection must send complete request headers in this."
+    )
+    keepalive_seconds: int = Field(
+        5, ge=1, le=3600, description="An idle keep-alive connection is closed after this."
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Open connections per API process (lowered to fit the file-descriptor limit).",
+    )
+    access_log: bool = Field(True, description="One structured log line per request.")
     # Request size caps
     max_body_bytes: int = 8 * 1024 * 1024
     max_image_bytes: int = 16 * 1024 * 1024
@@ -100,6 +116,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'stillmotion.db').resolve()}"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def media_dir(self) -> Path:

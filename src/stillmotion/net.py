@@ -279,7 +279,11 @@ def _checked_addresses(url: httpx.URL, allow_networks: Sequence[Network]) -> lis
         if not found:
             raise DeliveryError("the host name does not resolve")
     if not all(_allowed(address, allow_networks) for address in found):
-        raise UrlNotAllowed()
+        raise UrlNotAllowed(
+            "The URL points to an address this server may not reach: only public addresses "
+            "are allowed unless the server's STILLMOTION_ALLOW_NETWORKS setting names the "
+            "network (for development)."
+        )
     return list(dict.fromkeys(str(address) for address in found))
 
 

@@ -16,26 +16,48 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd]
 
 
+# Debian's `postgresql` package puts the server binaries here, one folder per major version,
+# and only wrappers (pg_ctlcluster, …) on PATH.
+DEBIAN_ROOT = Path("/usr/lib/postgresql")
+INSTALL_HINT = "run `make system-deps` (or `sudo apt-get install postgresql`)"
+
+
+def _version(folder: Path) -> tuple[int, ...]:
+    return tuple(int(p) if p.isdigit() else -1 for p in folder.name.split("."))
+
+
 def _bin(name: str) -> str:
+    """A PostgreSQL server binary: from PATH, else the newest version under DEBIAN_ROOT."""
     found = shutil.which(name)
     if found:
         return found
-    for root in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (root / name).exists():
-            return str(root / name)
-    raise RuntimeError(f"PostgreSQL binary {name} not found")
+    for version in sorted(DEBIAN_ROOT.glob("*"), key=_version, reverse=True):
+        if (version / "bin" / name).exists():
+            return str(version / "bin" / name)
+    raise RuntimeError(
+        f"PostgreSQL's {name} is neither on PATH nor under {DEBIAN_ROOT}/<version>/bin: "
+        f"{INSTALL_HINT}"
+    )
 
 
 class PostgresCluster:
     def __init__(self) -> None:
+        owner = None
+        if os.geteuid() == 0:
+            # PostgreSQL refuses to run as root; the Debian package creates this user.
+            try:
+                owner = pwd.getpwnam("postgres")
+            except KeyError:
+                raise RuntimeError(
+                    f"running as root, the test cluster needs a `postgres` user: {INSTALL_HINT}"
+                ) from None
         self.root = Path(tempfile.mkdtemp(prefix="stillmotion-pg-"))
         self.data = self.root / "data"
         self.socket_dir = self.root / "sock"
         self.socket_dir.mkdir()
-        if os.geteuid() == 0:
-            pw = pwd.getpwnam("postgres")
+        if owner is not None:
             for p in (self.root, self.socket_dir):
-                os.chown(p, pw.pw_uid, pw.pw_gid)
+                os.chown(p, owner.pw_uid, owner.pw_gid)
 
     def start(self) -> str:
         subprocess.run(
