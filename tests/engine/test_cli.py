@@ -65,7 +65,7 @@ def test_preset_names_a_camera_move(tmp_path, app):
     source = tmp_path / "cat.png"
     Image.fromarray(data.chelsea()).save(source)
     out = tmp_path / "orbit.mp4"
-    args = ["animate", str(source), "-o", str(out), "--preset", "orbit", "--duration", "1",
+    args = ["animate", str(source), "-o", str(out), "--preset", "orbit", "--duration", "2",
             "--size", "96x54"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -146,7 +146,11 @@ def test_account_and_upload():
         (500, "INTERNAL_SERVER_ERROR", errors.ServerError),
         # Unknown codes fall back on the status.
         (404, "SOMETHING_ELSE", errors.NotFound),
-        (503, None, errors.ServerError),
+        (502, None, errors.ServerError),
+        (503, None, errors.ServiceUnavailable),
+        (503, "STORAGE_FULL", errors.StorageFull),
+        (405, "METHOD_NOT_ALLOWED", errors.MethodNotAllowed),
+        (409, "CONFLICT", errors.Conflict),
         (418, None, errors.StillmotionError),
     ],
 )

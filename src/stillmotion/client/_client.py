@@ -25,6 +25,9 @@ from stillmotion.client._ops import (
     ProgressCallback,
     Sleep,
     Transport,
+    check_image_url,
+    check_keywords,
+    check_options,
     generation_options,
 )
 from stillmotion.client._retry import RetryPolicy
@@ -46,6 +49,11 @@ class GenerationOptions(TypedDict, total=False):
     camera: Mapping[str, Any]
     motion_brush: list[Any]
     loop: bool
+
+
+_OPTION_NAMES = tuple(GenerationOptions.__annotations__)
+_CREATE_ARGS = ("image", "image_url", "prompt", "webhook_url", "service", "idempotency_key")
+_BATCH_ARGS = ("prompt", "webhook_url", "service", "wait")
 
 
 class _Base:
@@ -120,16 +128,28 @@ class _Base:
             body = {"errors": [{"message": response.text[:200] or response.reason_phrase}]}
         return error_from_body(body, status=response.status_code, headers=response.headers)
 
-    @staticmethod
-    def _network_error(exc: httpx.TransportError) -> NetworkError:
+    def _network_error(self, exc: httpx.TransportError) -> NetworkError:
         if isinstance(exc, httpx.UnsupportedProtocol):
             raise ValueError(str(exc)) from exc
-        error = NetworkError(f"{type(exc).__name__}: {exc}".rstrip(": "))
+        message = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        if isinstance(exc, httpx.ConnectError):
+            message += f" (is a server running at {self.base_url}?)"
+        error = NetworkError(message)
         error.__cause__ = exc
         return error
 
-    @staticmethod
+    def _options(
+        self, method: str, options: Mapping[str, Any], *, named: tuple[str, ...], **checked: Any
+    ) -> dict[str, Any]:
+        """`options` checked as API.md §2 says, before anything is sent or uploaded, and
+        turned into wire names. A keyword that is no option is a TypeError naming `method`."""
+        check_keywords(f"{type(self).__name__}.{method}", options, (*named, *_OPTION_NAMES))
+        check_options(options, **checked)
+        return generation_options(**options)
+
     def _create_args(
+        self,
+        method: str,
         image: ImageInput | None,
         image_url: str | None,
         prompt: str | None,
@@ -138,11 +158,12 @@ class _Base:
         idempotency_key: str | None,
         options: GenerationOptions,
     ) -> dict[str, Any]:
+        check_image_url(image_url)
         return {
             "image": image,
             "image_url": image_url,
             "prompt": prompt,
-            "options": generation_options(**options),
+            "options": self._options(method, options, named=_CREATE_ARGS, prompt=prompt),
             "webhook_url": webhook_url,
             "service": service,
             "idempotency_key": idempotency_key,
@@ -266,9 +287,13 @@ class Client(_Base):
         **options: Unpack[GenerationOptions],
     ) -> Generation:
         """Create a generation. `image` is a URL, data URI, `upload://…` id, local path or
-        bytes (local images are uploaded first); `image_url` a URL."""
+        bytes (local images are uploaded first); `image_url` a URL.
+
+        The options are checked against API.md §2's ranges before anything is uploaded: a
+        value out of range raises `ValidationError` naming the parameter, an unknown keyword
+        `TypeError`."""
         args = self._create_args(
-            image, image_url, prompt, webhook_url, service, idempotency_key, options
+            "generate", image, image_url, prompt, webhook_url, service, idempotency_key, options
         )
         return self._run(self._ops.generate(**args))
 
@@ -285,7 +310,14 @@ class Client(_Base):
     ) -> Generation:
         """Create a generation through GraphQL `animateImage` (the seed's second example)."""
         args = self._create_args(
-            image, image_url, prompt, webhook_url, service, idempotency_key, options
+            "animate_image",
+            image,
+            image_url,
+            prompt,
+            webhook_url,
+            service,
+            idempotency_key,
+            options,
         )
         return self._run(self._ops.generate(**args, graphql_mutation="animateImage"))
 
@@ -331,6 +363,10 @@ class Client(_Base):
         return self._run(self._ops.deliveries(_id(generation)))
 
     def redeliver(self, generation: Generation | str, delivery_id: str) -> Delivery:
+        """Queue a webhook delivery to be sent again (same `webhook-id`); returns it `queued`.
+
+        The server's delivery loop sends it: read `deliveries()` for the attempt. `Conflict`
+        while it is already queued or being sent."""
         return self._run(self._ops.redeliver(_id(generation), delivery_id))
 
     def webhook_secret(self, *, rotate: bool = False) -> str:
@@ -376,7 +412,7 @@ class Client(_Base):
         return self._run(
             self._ops.batch(
                 images,
-                options=generation_options(**options),
+                options=self._options("batch", options, named=_BATCH_ARGS, prompt=prompt),
                 prompt=prompt,
                 webhook_url=webhook_url,
                 service=service,
@@ -484,7 +520,7 @@ class AsyncClient(_Base):
         **options: Unpack[GenerationOptions],
     ) -> Generation:
         args = self._create_args(
-            image, image_url, prompt, webhook_url, service, idempotency_key, options
+            "generate", image, image_url, prompt, webhook_url, service, idempotency_key, options
         )
         return await self._run(self._ops.generate(**args))
 
@@ -500,7 +536,14 @@ class AsyncClient(_Base):
         **options: Unpack[GenerationOptions],
     ) -> Generation:
         args = self._create_args(
-            image, image_url, prompt, webhook_url, service, idempotency_key, options
+            "animate_image",
+            image,
+            image_url,
+            prompt,
+            webhook_url,
+            service,
+            idempotency_key,
+            options,
         )
         return await self._run(self._ops.generate(**args, graphql_mutation="animateImage"))
 
@@ -545,6 +588,7 @@ class AsyncClient(_Base):
         return await self._run(self._ops.deliveries(_id(generation)))
 
     async def redeliver(self, generation: Generation | str, delivery_id: str) -> Delivery:
+        """Queue a webhook delivery to be sent again; see `Client.redeliver`."""
         return await self._run(self._ops.redeliver(_id(generation), delivery_id))
 
     async def webhook_secret(self, *, rotate: bool = False) -> str:
@@ -579,7 +623,7 @@ class AsyncClient(_Base):
         return await self._run(
             self._ops.batch(
                 images,
-                options=generation_options(**options),
+                options=self._options("batch", options, named=_BATCH_ARGS, prompt=prompt),
                 prompt=prompt,
                 webhook_url=webhook_url,
                 service=service,

@@ -10,17 +10,19 @@ accounting) live in one place.
 from __future__ import annotations
 
 import base64
+import difflib
 import inspect
 import math
 import mimetypes
 import os
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Collection, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from stillmotion import options as limits
 from stillmotion.client._retry import ReadPacer
 from stillmotion.client.errors import (
     AlreadyFinished,
@@ -32,6 +34,7 @@ from stillmotion.client.errors import (
     InsufficientCredits,
     PayloadTooLarge,
     StillmotionError,
+    ValidationError,
     WaitTimeout,
     error_from_body,
 )
@@ -45,7 +48,7 @@ SERVICE = "runway-i2v"
 # API.md §4's default prices, for estimates only: the server's configuration decides.
 PRICE_PER_SECOND = {"gen-2": 2, "gen-3": 5, "gen-4": 20}
 BRUSH_MULTIPLIER = 2.5
-DEFAULT_DURATION, DEFAULT_VERSION = 5, "gen-3"
+DEFAULT_DURATION, DEFAULT_VERSION = limits.DURATION_DEFAULT, "gen-3"
 _URL_PREFIXES = ("http://", "https://", "data:", "upload://")
 
 
@@ -483,7 +486,7 @@ class Ops:
                 )
             except InsufficientCredits as exc:
                 balance = exc.available if exc.available is not None else 0
-                result.skipped.append(Skipped(image, f"insufficient credits: {exc.message}", exc))
+                result.skipped.append(Skipped(image, exc.message, exc))
                 continue
             except DailyLimitExceeded as exc:
                 stop_reason = f"daily limit reached: {exc.message}"
@@ -553,3 +556,103 @@ def generation_options(
             "loop": loop,
         }
     )
+
+
+# --- checks made before any request ------------------------------------------------------------
+def check_keywords(method: str, given: Iterable[str], valid: Collection[str]) -> None:
+    """A TypeError like Python's own for `method`, with the nearest valid name and the rest,
+    instead of one raised from an internal helper."""
+    unknown = [name for name in given if name not in valid]
+    if not unknown:
+        return
+    name = unknown[0]
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "."
+    raise TypeError(
+        f"{method}() got an unexpected keyword argument {name!r}{hint} "
+        f"Valid keywords: {', '.join(valid)}"
+    )
+
+
+def _invalid(field: str, message: str) -> ValidationError:
+    return ValidationError(f"{field} {message}", extensions={"field": field})
+
+
+def _whole(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+def check_image_url(image_url: str | None) -> None:
+    """`image_url` takes what the API's `imageUrl` does; a local path belongs in `image=`."""
+    if image_url is not None and not _is_reference(image_url):
+        raise _invalid(
+            "image_url",
+            f"must be an http(s) URL, a data: URI or an upload:// id, got {image_url!r}; "
+            "pass a local file as image=",
+        )
+
+
+def check_options(options: Mapping[str, Any], *, prompt: str | None = None) -> None:
+    """API.md §2's ranges (`stillmotion.options`), checked before anything is uploaded. The
+    message names the parameter as the caller wrote it."""
+    if prompt is not None and (not isinstance(prompt, str) or len(prompt) > limits.PROMPT_MAX):
+        raise _invalid("prompt", f"must be a string of at most {limits.PROMPT_MAX} characters")
+    duration = options.get("duration")
+    if duration is not None and not (
+        _whole(duration) and limits.DURATION_MIN <= duration <= limits.DURATION_MAX
+    ):
+        raise _invalid(
+            "duration",
+            f"must be a whole number of seconds from {limits.DURATION_MIN} to "
+            f"{limits.DURATION_MAX}, got {duration!r}",
+        )
+    for name, allowed in (
+        ("aspect_ratio", limits.ASPECT_RATIOS),
+        ("version", limits.VERSIONS),
+        ("motion_intensity", limits.MOTION_INTENSITIES),
+    ):
+        value = options.get(name)
+        if value is not None and value not in allowed:
+            raise _invalid(name, f"must be one of {', '.join(allowed)}, got {value!r}")
+    seed = options.get("seed")
+    if seed is not None and not (_whole(seed) and 0 <= seed <= limits.SEED_MAX):
+        raise _invalid("seed", f"must be a whole number from 0 to {limits.SEED_MAX}, got {seed!r}")
+    camera = options.get("camera")
+    if camera is not None:
+        _check_camera(camera)
+    brush = options.get("motion_brush")
+    if brush is not None and (
+        not isinstance(brush, list | tuple) or len(brush) > limits.MOTION_BRUSH_MAX
+    ):
+        raise _invalid("motion_brush", f"must be a list of at most {limits.MOTION_BRUSH_MAX}")
+    loop = options.get("loop")
+    if loop is not None and not isinstance(loop, bool):
+        raise _invalid("loop", f"must be True or False, got {loop!r}")
+
+
+def _check_camera(camera: Any) -> None:
+    known = (*limits.CAMERA_AXES, "static")
+    if not isinstance(camera, Mapping):
+        raise _invalid("camera", f"must be a mapping of {', '.join(known)}")
+    unknown = sorted(set(camera) - set(known))
+    if unknown:
+        raise _invalid("camera", f"has unknown axis {unknown[0]!r}; known: {', '.join(known)}")
+    for axis in limits.CAMERA_AXES:
+        value = camera.get(axis)
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not limits.CAMERA_MIN <= value <= limits.CAMERA_MAX
+        ):
+            raise _invalid(
+                "camera",
+                f"{axis} must be a number from {limits.CAMERA_MIN} to {limits.CAMERA_MAX}, "
+                f"got {value!r}",
+            )
+    static = camera.get("static")
+    if static is not None and not isinstance(static, bool):
+        raise _invalid("camera", f"static must be True or False, got {static!r}")

@@ -7,22 +7,28 @@ Plain Typer command functions; the main app registers them:
     app.command("account")(account)
 
 Base URL and key come from `--url` / `--key` or `STILLMOTION_URL` / `STILLMOTION_API_KEY`.
+Option ranges come from `stillmotion.options`, the API's own, so a value the API refuses is
+refused here before anything is uploaded. Output is plain `name  value` lines, never cut at
+the terminal's width, and errors are one line each, so both survive a pipe.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.text import Text
 
+from stillmotion import options as limits
 from stillmotion.client import Client, Generation, StillmotionError, WaitTimeout
 
 UrlOption = Annotated[
@@ -36,7 +42,25 @@ KeyOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON object.")]
 
 _console = Console()
-_errors = Console(stderr=True)
+# soft_wrap: an error is one line however narrow the terminal (or a pipe's 80 columns).
+_errors = Console(stderr=True, soft_wrap=True, highlight=False)
+
+INTENSITY_HELP = "Motion intensity (the API's motionIntensity)."
+
+
+def fail(message: str, *, code: int = 1) -> typer.Exit:
+    """Print `error: message` on one line of stderr; raise the returned Exit."""
+    _errors.print(Text.assemble(("error:", "red"), " ", message))
+    return typer.Exit(code)
+
+
+def intensity_option(intensity: str | None, old_name: str, old_value: str | None) -> str | None:
+    """`--intensity`, also accepted under its old, hidden name."""
+    if intensity is not None and old_value is not None and intensity != old_value:
+        raise typer.BadParameter(
+            f"give it once: {old_name} is the old name of --intensity", param_hint="--intensity"
+        )
+    return intensity if intensity is not None else old_value
 
 
 def parse_camera(value: str | None) -> dict[str, Any] | None:
@@ -63,25 +87,65 @@ def parse_camera(value: str | None) -> dict[str, Any] | None:
 
 @contextmanager
 def _client(url: str | None, key: str | None) -> Iterator[Client]:
+    """A client for a server that answers, or a one-line error saying what to do."""
+    if not key:
+        raise fail("no API key: set STILLMOTION_API_KEY or pass --key", code=2)
     try:
         with Client(base_url=url, api_key=key) as client:
+            _check_reachable(client.base_url)
             yield client
     except WaitTimeout as exc:
-        _errors.print(f"[yellow]{exc.message}[/]")
+        _errors.print(Text(exc.message, style="yellow"))
         raise typer.Exit(2) from None
     except StillmotionError as exc:
-        _errors.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        raise fail(str(exc)) from None
+
+
+def _check_reachable(base_url: str) -> None:
+    """One unretried look at the server first: with none there, say so now rather than after
+    the SDK's retries, which are for a server that is there but busy."""
+    try:
+        httpx.get(f"{base_url}/healthz", timeout=10)
+    except httpx.UnsupportedProtocol:
+        raise fail(f"--url must start with http:// or https://, got {base_url!r}", code=2) from None
+    except httpx.TransportError as exc:
+        reason = re.sub(r"^\[Errno -?\d+\] ", "", str(exc)) or type(exc).__name__
+        raise fail(
+            f"cannot connect to {base_url} ({reason}): is a server running at {base_url}? "
+            "Start one with `stillmotion serve`, or pass --url (STILLMOTION_URL)."
+        ) from None
+
+
+def print_fields(rows: list[tuple[str, Any]]) -> None:
+    """`name  value` lines, values whole: no table cuts a URL or an id at the width."""
+    shown = [(name, value) for name, value in rows if value is not None]
+    width = max((len(name) for name, _ in shown), default=0) + 2
+    for name, value in shown:
+        if isinstance(value, datetime):
+            value = value.strftime("%Y-%m-%d %H:%M:%S UTC")
+        _console.print(Text.assemble((name.ljust(width), "bold"), str(value)), soft_wrap=True)
 
 
 def generate(
     image: Annotated[str, typer.Argument(help="A local image file, or an image URL.")],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="What should move, and how.")] = "",
-    duration: Annotated[int | None, typer.Option(help="Seconds, 2 … 10.")] = None,
-    ratio: Annotated[str | None, typer.Option(help="16:9, 9:16 or 1:1.")] = None,
-    version: Annotated[str | None, typer.Option(help="gen-2, gen-3 or gen-4.")] = None,
-    motion: Annotated[str | None, typer.Option(help="Motion intensity: low, medium, high.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Same seed, same frames.")] = None,
+    duration: Annotated[
+        int | None,
+        typer.Option(
+            min=limits.DURATION_MIN,
+            max=limits.DURATION_MAX,
+            help=f"Seconds (default {limits.DURATION_DEFAULT}).",
+        ),
+    ] = None,
+    ratio: Annotated[limits.AspectRatio | None, typer.Option(help="Aspect ratio.")] = None,
+    version: Annotated[limits.Version | None, typer.Option(help="Model version.")] = None,
+    intensity: Annotated[limits.MotionIntensity | None, typer.Option(help=INTENSITY_HELP)] = None,
+    motion: Annotated[
+        limits.MotionIntensity | None, typer.Option("--motion", hidden=True)
+    ] = None,  # the old name of --intensity
+    seed: Annotated[
+        int | None, typer.Option(min=0, max=limits.SEED_MAX, help="Same seed, same frames.")
+    ] = None,
     camera: Annotated[
         str | None, typer.Option(help="Camera move, e.g. zoom=3,pan=-2 (each −10 … 10).")
     ] = None,
@@ -108,7 +172,7 @@ def generate(
         "duration": duration,
         "aspect_ratio": ratio,
         "version": version,
-        "motion_intensity": motion,
+        "motion_intensity": intensity_option(intensity, "--motion", motion),
         "seed": seed,
         "camera": parse_camera(camera),
         "loop": loop or None,
@@ -129,9 +193,9 @@ def generate(
         if output is not None:
             with _console.status(f"Downloading to {output}…"):
                 client.download(gen, output)
-            _console.print(f"Saved [bold]{output}[/]")
+            _console.print(Text.assemble("Saved ", (str(output), "bold")), soft_wrap=True)
         else:
-            _console.print(f"Video: {gen.url}")
+            _console.print(Text(f"Video: {gen.url}"), soft_wrap=True)
 
 
 def _follow(client: Client, gen: Generation, *, timeout: float) -> Generation:
@@ -172,7 +236,6 @@ def status(
     if as_json:
         _console.print_json(json.dumps(gen.to_dict()))
         return
-    table = Table(show_header=False, box=None)
     rows: list[tuple[str, Any]] = [
         ("id", gen.id),
         ("status", gen.status),
@@ -189,12 +252,7 @@ def status(
         rows.append(("video", f"{m.width}x{m.height} {m.duration}s {m.fps}fps {m.version}"))
     if gen.error is not None:
         rows.append(("error", f"{gen.error.code}: {gen.error.message}"))
-    for name, value in rows:
-        if isinstance(value, datetime):
-            value = value.strftime("%Y-%m-%d %H:%M:%S UTC")
-        if value is not None:
-            table.add_row(f"[bold]{name}[/]", str(value))
-    _console.print(table)
+    print_fields(rows)
 
 
 def account(
@@ -208,14 +266,15 @@ def account(
     if as_json:
         _console.print_json(json.dumps(acct.to_dict()))
         return
-    table = Table(show_header=False, box=None)
-    table.add_row("[bold]account[/]", acct.id)
-    table.add_row("[bold]plan[/]", str(acct.plan))
-    table.add_row("[bold]credits[/]", str(acct.credit_balance))
+    rows: list[tuple[str, Any]] = [
+        ("account", acct.id),
+        ("plan", acct.plan),
+        ("credits", acct.credit_balance),
+    ]
     if acct.low_credit_threshold is not None:
-        table.add_row("[bold]low-credit alert[/]", f"below {acct.low_credit_threshold}")
+        rows.append(("low-credit alert", f"below {acct.low_credit_threshold}"))
     for name, value in {**acct.limits}.items():
-        table.add_row(f"[bold]limit {name}[/]", "unlimited" if value is None else str(value))
+        rows.append((f"limit {name}", "unlimited" if value is None else value))
     for name, value in {**acct.usage}.items():
-        table.add_row(f"[bold]usage {name}[/]", str(value))
-    _console.print(table)
+        rows.append((f"usage {name}", value))
+    print_fields(rows)

@@ -146,6 +146,18 @@ class AlreadyFinished(Conflict):
     default_code = "ALREADY_FINISHED"
 
 
+class MethodNotAllowed(StillmotionError):
+    """The path does not take this HTTP method (the `Allow` header lists those it takes)."""
+
+    default_code = "METHOD_NOT_ALLOWED"
+
+
+class RequestTimeout(StillmotionError):
+    """The request did not arrive in time; it may be sent again."""
+
+    default_code = "REQUEST_TIMEOUT"
+
+
 class PayloadTooLarge(StillmotionError):
     """The request body or image is over the limits."""
 
@@ -184,6 +196,29 @@ class ServerError(StillmotionError):
     """The server failed; the request may be retried."""
 
     default_code = "INTERNAL_SERVER_ERROR"
+
+
+class ServiceUnavailable(ServerError):
+    """The server cannot take the request now (503); retry after `retry_after` seconds."""
+
+    default_code = "SERVICE_UNAVAILABLE"
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds to wait, the larger of the `Retry-After` header and `retryAfter`."""
+        return RateLimited.retry_after.fget(self)
+
+
+class StorageFull(ServiceUnavailable):
+    """The server's storage is full; nothing was stored or charged."""
+
+    default_code = "STORAGE_FULL"
+
+
+class ServerBusy(ServiceUnavailable):
+    """The server has as many connections open as it allows."""
+
+    default_code = "SERVER_BUSY"
 
 
 class NetworkError(StillmotionError):
@@ -240,6 +275,9 @@ _BY_CODE: dict[str, type[StillmotionError]] = {
         InsufficientCredits,
         Forbidden,
         NotFound,
+        MethodNotAllowed,
+        RequestTimeout,
+        Conflict,
         IdempotencyInProgress,
         AlreadyFinished,
         PayloadTooLarge,
@@ -247,6 +285,9 @@ _BY_CODE: dict[str, type[StillmotionError]] = {
         RateLimited,
         DailyLimitExceeded,
         ServerError,
+        ServiceUnavailable,
+        StorageFull,
+        ServerBusy,
     )
 }
 
@@ -256,6 +297,8 @@ _BY_STATUS: dict[int, type[StillmotionError]] = {
     402: InsufficientCredits,
     403: Forbidden,
     404: NotFound,
+    405: MethodNotAllowed,
+    408: RequestTimeout,
     409: Conflict,
     413: PayloadTooLarge,
     422: IdempotencyKeyReused,
@@ -281,7 +324,9 @@ def error_from_body(
     code = extensions.get("code") if isinstance(extensions.get("code"), str) else None
     cls = _BY_CODE.get(code or "")
     if cls is None:
-        if status is not None and status >= 500:
+        if status == 503:
+            cls = ServiceUnavailable
+        elif status is not None and status >= 500:
             cls = ServerError
         else:
             cls = _BY_STATUS.get(status or 0, StillmotionError)

@@ -225,7 +225,8 @@ class DeliveryAttempt(_Model):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Delivery(_Model):
     """A webhook delivery of a generation's event (its id is the `webhook-id` header),
-    with every attempt, oldest first. `state` is pending, delivered, failed or disabled."""
+    with every attempt, oldest first. `state` is pending, queued (a redelivery waiting to be
+    sent), delivered, failed or disabled."""
 
     _nested: ClassVar[Mapping[str, type[_Model]]] = {"attempts": DeliveryAttempt}
 

@@ -11,7 +11,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
+from stillmotion import options as limits
 from stillmotion.engine.errors import EngineError
 from stillmotion.engine.image import open_image
 from stillmotion.engine.motion import AXES, MOVES
@@ -63,9 +65,13 @@ def animate(
     ] = None,
     version: Annotated[str, typer.Option(help="gen-2, gen-3 or gen-4.")] = "gen-3",
     ratio: Annotated[str, typer.Option(help="16:9, 9:16 or 1:1.")] = "16:9",
-    duration: Annotated[int, typer.Option(min=1, max=10, help="Seconds.")] = 5,
-    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
-    intensity: Annotated[str, typer.Option(help="low, medium or high.")] = "medium",
+    duration: Annotated[
+        int, typer.Option(min=limits.DURATION_MIN, max=limits.DURATION_MAX, help="Seconds.")
+    ] = limits.DURATION_DEFAULT,
+    seed: Annotated[int, typer.Option(min=0, max=limits.SEED_MAX)] = 0,
+    intensity: Annotated[
+        limits.MotionIntensity, typer.Option(help="Motion intensity (the API's motionIntensity).")
+    ] = "medium",
     loop: Annotated[bool, typer.Option(help="Make the last frame flow into the first.")] = False,
     size: Annotated[
         str | None, typer.Option(help="Override the output size, e.g. 640x360 (previews).")
@@ -84,7 +90,7 @@ def animate(
     if preset is not None:
         # a preset is a camera object; explicit --camera axes adjust it
         cam = {**MOVES[preset], **(cam or {})} if preset != "static" else {"static": True}
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # an error stays one line
     try:
         picture = open_image(image.read_bytes())
         spec = RenderSpec(
@@ -114,7 +120,7 @@ def animate(
 
             result = render(picture, spec, output, poster_path=poster, on_progress=on_progress)
     except (EngineError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(Text.assemble(("error:", "red"), f" {exc}"))
         raise typer.Exit(1) from None
     moves = ", ".join(result.plan["moves"]) or result.plan["source"]
     console.print(
