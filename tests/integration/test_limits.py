@@ -352,7 +352,7 @@ def test_operators_set_per_account_limits(srv, image_server):
 def test_the_daily_cap_is_exact_under_concurrent_creates(backend_server, image_server):
     from concurrent.futures import ThreadPoolExecutor
 
-    from stillmotion.accounts import limits
+    from stillmotion.accounts import plans
     from stillmotion.db import Database
 
     name = f"dailyrace-{uuid.uuid4().hex[:6]}"
@@ -360,7 +360,7 @@ def test_the_daily_cap_is_exact_under_concurrent_creates(backend_server, image_s
     db = Database(backend_server.database_url)
     try:
         with db.session(write=True) as session:
-            limits.set_overrides(session=session, account_name=name, daily=5)
+            plans.set_overrides(session=session, account_name=name, daily=5)
     finally:
         db.dispose()
     with backend_server.client(key, limits=httpx.Limits(max_connections=12)) as client:

@@ -6,16 +6,19 @@ functions as REST; the generation type is built from the same `to_api` dict.
 
 from __future__ import annotations
 
+import functools
 from enum import Enum
-from typing import Any, NewType
+from types import UnionType
+from typing import Any, Literal, NewType, Union, get_args, get_origin
 
 import strawberry
+from pydantic.fields import FieldInfo
 from starlette.concurrency import run_in_threadpool
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from stillmotion.generations import service
-from stillmotion.generations.schemas import parse_request
+from stillmotion.generations.schemas import GenerationOptions, parse_request
 from stillmotion.generations.views import to_api
 
 # GraphQL's Int is 32-bit; seeds go to 2^32−1. The scalar itself is declared in graphql.py.
@@ -87,6 +90,45 @@ class GenerationConnection:
     has_next_page: bool
 
 
+def _graphql_type(field: FieldInfo) -> Any:
+    """The GraphQL input type of one option, from its declaration: integers whose range goes
+    past GraphQL's 32-bit Int are `BigInt`, objects and lists are `JSON`."""
+    base = field.annotation
+    if get_origin(base) in (Union, UnionType):  # `X | None`
+        base = next(a for a in get_args(base) if a is not type(None))
+    if get_origin(base) is Literal or base is str:
+        return str
+    if base is bool:
+        return bool
+    if base is int:
+        bounds = [m.le for m in field.metadata if getattr(m, "le", None) is not None]
+        return BigInt if bounds and bounds[0] > 2**31 - 1 else int
+    if base is float:
+        return float
+    return JSON
+
+
+def _with_options(cls: type, *, exclude: tuple[str, ...] = (), before: str | None = None) -> type:
+    """`cls` with every option of `GenerationOptions` (less `exclude`) as an optional field,
+    placed before the field `before` (or last)."""
+    own = dict(cls.__annotations__)
+    added = {
+        name: _graphql_type(field) | None
+        for name, field in GenerationOptions.model_fields.items()
+        if name not in exclude
+    }
+    names = list(own)
+    at = names.index(before) if before else len(names)
+    cls.__annotations__ = {
+        **{n: own[n] for n in names[:at]},
+        **added,
+        **{n: own[n] for n in names[at:]},
+    }
+    for name in added:
+        setattr(cls, name, None)
+    return cls
+
+
 @strawberry.input
 class GenerateImageInput:
     image: str | None = None
@@ -95,15 +137,9 @@ class GenerateImageInput:
 
 
 @strawberry.input
+@functools.partial(_with_options, exclude=("prompt",))
 class GenerateOptions:
-    duration: int | None = None
-    motion_intensity: str | None = None
-    version: str | None = None
-    aspect_ratio: str | None = None
-    seed: BigInt | None = None
-    camera: JSON | None = None
-    motion_brush: JSON | None = None
-    loop: bool | None = None
+    """The options of `generate` (its prompt is in `input`)."""
 
 
 @strawberry.input
@@ -116,31 +152,16 @@ class GenerateInput:
 
 
 @strawberry.input
+@functools.partial(_with_options, before="webhook_url")
 class ImageAnimationInput:
     service: str
     image_url: str
-    prompt: str | None = None
-    duration: int | None = None
-    motion_intensity: str | None = None
-    version: str | None = None
-    aspect_ratio: str | None = None
-    seed: BigInt | None = None
-    camera: JSON | None = None
-    motion_brush: JSON | None = None
-    loop: bool | None = None
     webhook_url: str | None = None
 
 
-_OPTION_FIELDS = {
-    "duration": "duration",
-    "motion_intensity": "motionIntensity",
-    "version": "version",
-    "aspect_ratio": "aspectRatio",
-    "seed": "seed",
-    "camera": "camera",
-    "motion_brush": "motionBrush",
-    "loop": "loop",
-}
+# GraphQL attribute → request field (the alias REST uses): every option but the prompt, which
+# `_generate_body` takes from `input` and `ImageAnimationInput` has among its options.
+_OPTION_FIELDS = {name: field.alias for name, field in GenerationOptions.model_fields.items()}
 
 
 def _options(obj: Any) -> dict[str, Any]:
@@ -169,8 +190,6 @@ def _generate_body(data: GenerateInput) -> dict[str, Any]:
 
 def _animate_body(data: ImageAnimationInput) -> dict[str, Any]:
     body: dict[str, Any] = {"service": data.service, "imageUrl": data.image_url}
-    if data.prompt is not None:
-        body["prompt"] = data.prompt
     body.update(_options(data))
     if data.webhook_url is not None:
         body["webhookUrl"] = data.webhook_url
@@ -184,8 +203,12 @@ async def _submit(info: Info, body: dict[str, Any]) -> Generation:
         # This request's job was created by an earlier attempt whose process died before the
         # response was stored (generations/idempotency.py): answer with that job.
         return await ctx.db.run(_read, info, recovered)
-    await info.context["count_create"]()  # per-minute limit, counted before validation
-    view = await service.submit(ctx=ctx, principal=principal, request=parse_request(body))
+    view = await service.submit(
+        ctx=ctx,
+        principal=principal,
+        request=parse_request(body),
+        idempotency_record=info.context.get("idempotency_record"),
+    )
     info.context["notify_workers"]()
     return Generation.from_api(view)
 

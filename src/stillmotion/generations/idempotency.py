@@ -13,6 +13,11 @@ What is stored: the first response's status, body (byte for byte) and its `Conte
 401, 413, 429 and 5xx — these never created anything. 402, 404 and 409 are outcomes of
 executing the request and are replayed like a 2xx. Records expire after 24 hours.
 
+The transports branch on what `begin_request` returns: `Fresh` (run the request; its record id,
+or None without a key, is passed to `service.submit`), `Replay` (answer the stored response) or
+`Recover` (answer from the job an abandoned request created); `settle` then stores the response,
+and `abandon` frees the key after a request that ended without one.
+
 A record left `in_progress` by a process that died mid-request is taken over after
 `LOCK_SECONDS`. The transaction that creates the job also writes the job's id on the record
 (the recovery point, `mark_created`): a record taken over with a job on it is answered from
@@ -25,8 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -35,20 +39,17 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from stillmotion import errors
+from stillmotion import errors, jsonbody
 from stillmotion.db import Database, utcnow
 from stillmotion.generations.models import IdempotencyRecord
 
 HEADER = "idempotency-key"
 TTL = timedelta(hours=24)
 LOCK_SECONDS = 120
-REPLAYED_HEADERS = ("content-type", "location")
+REPLAYED_HEADERS = ("content-type", "location", "stillmotion-warning")
 NOT_STORED = frozenset({400, 401, 413, 429})
 PURGE_EVERY_SECONDS = 3600.0  # expired records are deleted at most this often, per process
 _last_purge = -PURGE_EVERY_SECONDS
-
-# The record of the request being handled in this task, for `mark_created`.
-current_record: ContextVar[int | None] = ContextVar("idempotency_record", default=None)
 
 # Built once: with a key, every create runs the first two, and the job's transaction the third.
 _TABLE = IdempotencyRecord.__table__
@@ -71,7 +72,17 @@ _MARK = (
 
 
 @dataclass(frozen=True)
-class Stored:
+class Fresh:
+    """Run the request. `record_id`: its record (None when it has no key), to be noted on the
+    job in the job's own transaction (`mark_created`)."""
+
+    record_id: int | None
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Answer with the response stored for the key."""
+
     status: int
     body: bytes
     headers: dict[str, str]
@@ -85,11 +96,15 @@ class Stored:
 
 
 @dataclass(frozen=True)
-class Recovered:
-    """A record taken over from a request that died after creating `generation_id`."""
+class Recover:
+    """A record taken over from a request that died after creating `generation_id`: answer
+    from that job, never create another."""
 
     record_id: int
     generation_id: str
+
+
+Outcome = Fresh | Replay | Recover
 
 
 def mark_created(conn: Connection, *, record_id: int | None, generation_id: str) -> None:
@@ -113,8 +128,8 @@ def key_from(headers) -> str | None:
 def canonical_json(raw: bytes) -> str:
     """The JSON body with sorted keys and no spaces; the raw bytes when it is not JSON."""
     try:
-        return json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return json.dumps(jsonbody.loads(raw), sort_keys=True, separators=(",", ":"))
+    except errors.BadRequest:
         return raw.decode("utf-8", "replace")
 
 
@@ -126,17 +141,15 @@ def storable(status: int) -> bool:
     return status < 500 and status not in NOT_STORED
 
 
-def begin(
-    *, db: Database, account_id: str, key: str, request_hash: str
-) -> int | Stored | Recovered:
-    """Insert the in-progress record and return its id, or return the stored response, or
-    the job an abandoned request created, or raise `IdempotencyInProgress` /
+def begin(*, db: Database, account_id: str, key: str, request_hash: str) -> Outcome:
+    """Insert the in-progress record (`Fresh`), or find the stored response (`Replay`) or the
+    job an abandoned request created (`Recover`), or raise `IdempotencyInProgress` /
     `IdempotencyKeyReused`."""
     for _ in range(5):
         now = utcnow()
         try:
             with db.session(write=True) as session:
-                return session.connection().scalar(
+                record_id = session.connection().scalar(
                     _INSERT,
                     {
                         "account_id": account_id,
@@ -147,6 +160,7 @@ def begin(
                         "expires_at": now + TTL,
                     },
                 )
+            return Fresh(record_id)
         except IntegrityError:
             pass
         with db.session(write=True) as session:
@@ -168,10 +182,10 @@ def begin(
             if abandoned:
                 # Its job exists; take the record over (others now see it in progress again).
                 record.created_at = now
-                return Recovered(record_id=record.id, generation_id=record.generation_id)
+                return Recover(record_id=record.id, generation_id=record.generation_id)
             if record.state != "completed":
                 raise errors.IdempotencyInProgress()
-            return Stored(
+            return Replay(
                 status=record.response_status or 200,
                 body=(record.response_body or "").encode(),
                 headers=dict(record.response_headers or {}),
@@ -179,7 +193,7 @@ def begin(
     raise errors.IdempotencyInProgress()
 
 
-def complete(*, db: Database, record_id: int, response: Response) -> None:
+def store_response(*, db: Database, record_id: int, response: Response) -> None:
     """Store the response for replay, or release the key when it is not to be stored."""
     if not storable(response.status_code):
         release(db=db, record_id=record_id)
@@ -197,9 +211,15 @@ def complete(*, db: Database, record_id: int, response: Response) -> None:
         )
 
 
+def abandon(*, db: Database, outcome: Outcome) -> None:
+    """Free the key after a request that ended without a response (no-op without a record)."""
+    if isinstance(outcome, Fresh | Recover) and outcome.record_id is not None:
+        release(db=db, record_id=outcome.record_id)
+
+
 def release(*, db: Database, record_id: int) -> None:
-    """Free the key after a request that ended without a response: delete the record, unless
-    the request created its job, in which case the record is left to be recovered at once."""
+    """Delete the record, unless its request created its job, in which case the record is
+    left to be recovered at once."""
     with db.session(write=True) as session:
         record = session.get(IdempotencyRecord, record_id)
         if record is None:
@@ -219,64 +239,34 @@ def purge_expired(*, db: Database) -> int:
         return result.rowcount or 0
 
 
-async def run(
+async def begin_request(
     *,
     request: Request,
     db: Database,
     account_id: str,
     transport: str,
     canonical: Callable[[], str],
-    handler: Callable[[], Awaitable[Response]],
-    recover: Callable[[str], Awaitable[Response]],
-    on_short_circuit: Callable[[], Awaitable[None]] | None = None,
-) -> Response:
-    """Handle a create request under its `Idempotency-Key` (or plainly, without one).
-
-    `canonical` makes the request's canonical form (called only when there is a key);
-    `handler` makes the response (domain errors become error responses here, so they can be
-    stored); `recover` makes it from the job that an abandoned request created;
-    `on_short_circuit` runs when neither does (replay, 409, 422), e.g. to report the
-    rate-limit window without counting the request (and before `recover`, which counts
-    nothing either).
-    """
+) -> Outcome:
+    """`begin` for this request: `Fresh(None)` without an `Idempotency-Key`; `canonical`
+    makes the request's canonical form (called only when there is a key)."""
     key = key_from(request.headers)
     if key is None:
-        return await handler()
+        return Fresh(None)
     request_hash = fingerprint(transport, canonical())
     global _last_purge
     if time.monotonic() - _last_purge > PURGE_EVERY_SECONDS:
         _last_purge = time.monotonic()
         await db.run(purge_expired, db=db)
-    try:
-        outcome = await db.run(
-            begin, db=db, account_id=account_id, key=key, request_hash=request_hash
-        )
-    except errors.StillmotionError:
-        if on_short_circuit is not None:
-            await on_short_circuit()
-        raise
-    if isinstance(outcome, Stored):
-        if on_short_circuit is not None:
-            await on_short_circuit()
-        return outcome.response()
-    if isinstance(outcome, Recovered):
-        record_id = outcome.record_id
-        if on_short_circuit is not None:
-            await on_short_circuit()
-        make = lambda: recover(outcome.generation_id)  # noqa: E731
-    else:
-        record_id = outcome
-        make = handler
-    token = current_record.set(record_id)
-    try:
-        try:
-            response = await make()
-        except errors.StillmotionError as exc:
-            response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-    except BaseException:
-        await db.run(release, db=db, record_id=record_id)
-        raise
-    finally:
-        current_record.reset(token)
-    await db.run(complete, db=db, record_id=record_id, response=response)
+    return await db.run(begin, db=db, account_id=account_id, key=key, request_hash=request_hash)
+
+
+async def settle(*, db: Database, outcome: Outcome, response: Response) -> Response:
+    """Store `response` for the outcome's key (if it has one) and return it."""
+    if isinstance(outcome, Fresh | Recover) and outcome.record_id is not None:
+        await db.run(store_response, db=db, record_id=outcome.record_id, response=response)
     return response
+
+
+def error_response(exc: errors.StillmotionError) -> Response:
+    """The §6 answer for a domain error, as a response that can be stored and replayed."""
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)

@@ -7,8 +7,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Inte
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stillmotion.db import Base, UTCDateTime, new_id, utcnow
-
-FINAL_STATUSES = ("completed", "failed", "cancelled")
+from stillmotion.generations.states import FINAL_STATUSES, Stage, Status
 
 
 class Generation(Base):
@@ -24,8 +23,8 @@ class Generation(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("gen"))
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
-    status: Mapped[str] = mapped_column(String(16), default="processing")
-    stage: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=Status.PROCESSING.value)
+    stage: Mapped[str] = mapped_column(String(16), default=Stage.QUEUED.value)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     service: Mapped[str] = mapped_column(String(40))
     provider: Mapped[str] = mapped_column(String(40))

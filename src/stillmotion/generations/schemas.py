@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import difflib
+import json
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from stillmotion import errors
+from stillmotion import errors, options
 
 SERVICES = ("runway-i2v",)
-Amount = Annotated[float, Field(ge=-10, le=10)]
+Amount = Annotated[float, Field(ge=options.CAMERA_MIN, le=options.CAMERA_MAX)]
 
 
 class Camera(BaseModel):
@@ -39,23 +41,39 @@ class BrushRegion(BaseModel):
     ambient: Amount = 0
 
 
-class GenerateRequest(BaseModel):
-    """One generation request, whichever of the three shapes it came in."""
+class GenerationOptions(BaseModel):
+    """What a generation renders: the one declaration of its options (API.md §2), with the
+    ranges of `stillmotion.options`. Every option is a column of `generations` of the same
+    name, travels to the provider in `RenderJob.options`, and becomes a field of the GraphQL
+    inputs (`generations/gql.py` builds them from this class). A new option is a field here,
+    a column (and its migration), and what the engine does with it."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    prompt: str = Field("", max_length=options.PROMPT_MAX)
+    duration: int = Field(
+        options.DURATION_DEFAULT, ge=options.DURATION_MIN, le=options.DURATION_MAX
+    )
+    motion_intensity: options.MotionIntensity = "medium"
+    version: options.Version = "gen-3"
+    aspect_ratio: options.AspectRatio = "16:9"
+    seed: int | None = Field(None, ge=0, le=options.SEED_MAX)
+    camera: Camera | None = None
+    motion_brush: list[BrushRegion] | None = Field(None, max_length=options.MOTION_BRUSH_MAX)
+    loop: bool = False
+
+    def option_values(self) -> dict[str, Any]:
+        """The options as JSON values by their Python names: the row's columns and the
+        provider's `RenderJob.options`."""
+        return self.model_dump(include=set(OPTION_NAMES))
+
+
+class GenerateRequest(GenerationOptions):
+    """One generation request, whichever of the three shapes it came in."""
 
     service: str = Field(description='Service id: "runway-i2v"')
     image: str | None = Field(None, description="URL, data URI or upload://upl_… id")
     image_url: str | None = Field(None, description="Same as image (one of them is required)")
-    prompt: str = Field("", max_length=1000)
-    duration: int = Field(5, ge=2, le=10)
-    aspect_ratio: Literal["16:9", "9:16", "1:1"] = "16:9"
-    version: Literal["gen-2", "gen-3", "gen-4"] = "gen-3"
-    motion_intensity: Literal["low", "medium", "high"] = "medium"
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
-    camera: Camera | None = None
-    motion_brush: list[BrushRegion] | None = Field(None, max_length=5)
-    loop: bool = False
     webhook_url: str | None = Field(None, max_length=2048)
 
     @field_validator("service")
@@ -75,11 +93,13 @@ class GenerateRequest(BaseModel):
     def source(self) -> str:
         return self.image or self.image_url or ""
 
-    def fingerprint(self) -> dict[str, Any]:
-        """The canonical form used to compare two requests (idempotency)."""
-        data = self.model_dump(mode="json", exclude={"image", "image_url"})
-        data["source"] = self.source
-        return data
+    @property
+    def source_field(self) -> str:
+        """The API name of the field that holds the image."""
+        return "image" if self.image else "imageUrl"
+
+
+OPTION_NAMES: tuple[str, ...] = tuple(GenerationOptions.model_fields)
 
 
 def validation_error(exc: ValidationError, *, prefix: str = "") -> errors.ValidationFailed:
@@ -99,11 +119,65 @@ def _camel(part: str) -> str:
     return to_camel(part) if not part.isdigit() else part
 
 
-def parse_request(data: Any, *, prompt_required: bool = False) -> GenerateRequest:
+# --- unknown fields (REST): ignored, so seed clients keep working, but reported -------------
+
+STRICT_HEADER = "Stillmotion-Strict"
+WARNING_HEADER = "Stillmotion-Warning"
+_API_NAMES = tuple(f.alias or name for name, f in GenerateRequest.model_fields.items())
+_KNOWN = frozenset(_API_NAMES) | frozenset(GenerateRequest.model_fields)
+_SHOWN_NAMES, _SHOWN_CHARS = 10, 64
+
+
+def unknown_fields(data: dict[str, Any]) -> list[str]:
+    """The top-level keys of a request body that are no field (nested objects already refuse
+    theirs)."""
+    return [name for name in data if name not in _KNOWN]
+
+
+def _quoted(name: str) -> str:
+    """A field name as printable ASCII, quoted and cut short: safe in a header or a log."""
+    return json.dumps(name[:_SHOWN_CHARS])
+
+
+def _suggestion(name: str) -> str:
+    close = difflib.get_close_matches(name, _API_NAMES, n=1, cutoff=0.6)
+    return f" (did you mean {_quoted(close[0])}?)" if close else ""
+
+
+def unknown_fields_warning(names: list[str]) -> str:
+    """The `Stillmotion-Warning` value naming ignored fields (at most ten, then a count)."""
+    shown = ", ".join(_quoted(n) + _suggestion(n) for n in names[:_SHOWN_NAMES])
+    more = f" and {len(names) - _SHOWN_NAMES} more" if len(names) > _SHOWN_NAMES else ""
+    noun = "field" if len(names) == 1 else "fields"
+    return f"unknown {noun} ignored: {shown}{more}"
+
+
+def strict_requested(value: str | None) -> bool:
+    """The `Stillmotion-Strict` request header: `true`/`1` refuses unknown fields."""
+    if value is None:
+        return False
+    flag = value.strip().lower()
+    if flag in ("true", "1"):
+        return True
+    if flag in ("false", "0", ""):
+        return False
+    raise errors.ValidationFailed(f"{STRICT_HEADER} must be true or false", field=STRICT_HEADER)
+
+
+def parse_request(
+    data: Any, *, prompt_required: bool = False, strict: bool = False
+) -> GenerateRequest:
     """Validate one request. `prompt_required`: the REST shape, whose seed table makes
-    `prompt` mandatory (the GraphQL shapes leave it optional)."""
+    `prompt` mandatory (the GraphQL shapes leave it optional). `strict`: an unknown field is
+    a validation error instead of being ignored."""
     if not isinstance(data, dict):
         raise errors.BadRequest("the request body must be a JSON object")
+    if strict and (unknown := unknown_fields(data)):
+        name = unknown[0]
+        raise errors.ValidationFailed(
+            f"unknown field {_quoted(name)}{_suggestion(name)} ({STRICT_HEADER} is on)",
+            field=name[:_SHOWN_CHARS],
+        )
     if prompt_required and "prompt" not in data:
         raise errors.ValidationFailed("prompt: field required", field="prompt")
     try:

@@ -7,73 +7,66 @@ lost and never charged twice.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
 
-import anyio
-import anyio.to_thread
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from stillmotion import errors, net
-from stillmotion.accounts import limits
+from stillmotion import errors, net, options
 from stillmotion.accounts.service import Principal
 from stillmotion.config import Settings
+from stillmotion.context import Context
 from stillmotion.credits import service as credits
-from stillmotion.db import Database, new_id, utcnow
-from stillmotion.engine import output_size
-from stillmotion.generations import idempotency
+from stillmotion.db import new_id, utcnow
+from stillmotion.engine import brush, output_size, validate_camera
+from stillmotion.generations import events, idempotency, lifecycle, quota
 from stillmotion.generations.models import Generation
 from stillmotion.generations.schemas import GenerateRequest
+from stillmotion.generations.states import Status
 from stillmotion.generations.views import to_api
 from stillmotion.storage import Storage
 from stillmotion.uploads import service as uploads
 
-STATUSES = ("processing", "completed", "failed", "cancelled")
-
-
-@dataclass(frozen=True)
-class Context:
-    """What the service needs from the running app."""
-
-    db: Database
-    settings: Settings
-    storage: Storage
+STATUSES = tuple(Status)
 
 
 def check_request(request: GenerateRequest, *, settings: Settings) -> None:
     """Rules beyond the schema's: brush regions decode, the webhook URL is well formed."""
     if request.camera:
-        from stillmotion.engine import validate_camera
-
         try:
             validate_camera(request.camera.model_dump())
         except ValueError as exc:
             raise errors.ValidationFailed(f"camera: {exc}", field="camera") from None
     if request.motion_brush:
-        from stillmotion.engine import brush
-
         try:
             brush.parse_regions([r.model_dump() for r in request.motion_brush])
         except ValueError as exc:
             raise errors.ValidationFailed(str(exc), field="motionBrush") from None
     if request.webhook_url:
-        net.check_url_syntax(request.webhook_url)
+        try:
+            net.check_url_syntax(request.webhook_url)
+        except errors.UrlNotAllowed as exc:
+            raise exc.about("webhookUrl") from None
 
 
 @functools.cache
-def _intake_limiter(threads: int) -> anyio.CapacityLimiter:
-    """How many source images are decoded at once. Decoding releases the GIL, so it runs
+def _intake_pool(threads: int) -> ThreadPoolExecutor:
+    """The threads that check and store source images. Decoding releases the GIL, so it runs
     beside the event loop, but more decoding threads than CPUs would only take CPU time from
-    the loop (and make latency uneven): waiting requests queue here in order instead."""
-    return anyio.CapacityLimiter(threads or os.cpu_count() or 1)
+    the loop (and make latency uneven): waiting checks queue in the pool, in order. A thread
+    that finishes takes the next check itself; with anyio's `CapacityLimiter` each hand-over
+    went through the event loop, one create per turn of it, and beside 200 polling
+    connections a turn took ~30 ms (docs/benchmarks.md, "Polling beside creates")."""
+    return ThreadPoolExecutor(threads or os.cpu_count() or 1, thread_name_prefix="intake")
 
 
 _INSERT = insert(Generation.__table__)
@@ -84,10 +77,18 @@ _NEW_ROW = {
 }
 
 
-async def submit(*, ctx: Context, principal: Principal, request: GenerateRequest) -> dict[str, Any]:
+async def submit(
+    *,
+    ctx: Context,
+    principal: Principal,
+    request: GenerateRequest,
+    idempotency_record: int | None = None,
+) -> dict[str, Any]:
     """Accept a generation: check, fetch and store the image, then create and charge the job.
 
-    Returns its API view (§3) as of the accepting transaction."""
+    `idempotency_record`: the request's `Idempotency-Key` record, noted on the job in the
+    job's own transaction (the recovery point). Returns the job's API view (§3) as of the
+    accepting transaction."""
     settings = ctx.settings
     check_request(request, settings=settings)
     if request.webhook_url:
@@ -98,21 +99,23 @@ async def submit(*, ctx: Context, principal: Principal, request: GenerateRequest
             )
         except net.DeliveryError as exc:
             raise errors.ValidationFailed(f"webhookUrl: {exc}", field="webhookUrl") from None
+        except errors.UrlNotAllowed as exc:
+            raise exc.about("webhookUrl") from None
     source = await uploads.resolve_source(
         db=ctx.db,
         settings=settings,
         storage=ctx.storage,
         account_id=principal.account_id,
         ref=request.source,
+        field=request.source_field,
     )
     # The image is decoded (which releases the GIL, so it runs beside the event loop) and
     # written in a worker thread.
-    stored = source.stored or await anyio.to_thread.run_sync(
+    stored = source.stored or await asyncio.get_running_loop().run_in_executor(
+        _intake_pool(settings.intake_threads),
         functools.partial(uploads.store_source, source, storage=ctx.storage, settings=settings),
-        limiter=_intake_limiter(settings.intake_threads),
     )
-    record_id = idempotency.current_record.get()
-    return await ctx.db.run(_accept, ctx, principal, request, stored, record_id)
+    return await ctx.db.run(_accept, ctx, principal, request, stored, idempotency_record)
 
 
 def _accept(
@@ -133,22 +136,14 @@ def _accept(
         motion_brush=bool(request.motion_brush),
     )
     row = dict(_NEW_ROW)
+    row.update(request.option_values())
+    if row["seed"] is None:
+        row["seed"] = secrets.randbelow(options.SEED_MAX + 1)
     row.update(
         id=new_id("gen"),
         account_id=principal.account_id,
         service=request.service,
         provider=getattr(settings, "provider_" + request.service.replace("-", "_")),
-        version=request.version,
-        aspect_ratio=request.aspect_ratio,
-        duration=request.duration,
-        motion_intensity=request.motion_intensity,
-        prompt=request.prompt,
-        seed=request.seed if request.seed is not None else secrets.randbelow(2**32),
-        camera=request.camera.model_dump() if request.camera else None,
-        motion_brush=[r.model_dump() for r in request.motion_brush]
-        if request.motion_brush
-        else None,
-        loop=request.loop,
         webhook_url=request.webhook_url,
         credit_cost=cost,
         source_key=stored.key,
@@ -160,14 +155,15 @@ def _accept(
         # The daily cap locks the account row and counts today's jobs; the charge is a
         # conditional UPDATE that may also record a low-credit crossing; then the job row.
         # One transaction, in Core statements built once (this is the hottest write path).
-        plan = limits.check_daily(session=session, account_id=principal.account_id)
-        credits.charge(
+        plan = quota.check_daily(session, account_id=principal.account_id)
+        charged = credits.charge(
             session=session,
             account_id=principal.account_id,
             amount=cost,
             generation_id=row["id"],
             settings=settings,
         )
+        events.credits_low(session=session, crossing=charged.credits_low)
         session.connection().execute(_INSERT, row)
         idempotency.mark_created(session.connection(), record_id=record_id, generation_id=row["id"])
         # The answer is built here, from the row in hand and the account already locked, so
@@ -179,9 +175,11 @@ def _accept(
 
 def get(*, session: Session, principal: Principal, generation_id: str) -> Generation:
     """The caller's generation; another account's id is 404, as an unknown one is."""
-    gen = session.get(Generation, generation_id) if isinstance(generation_id, str) else None
+    if not isinstance(generation_id, str):
+        raise errors.NotFound(f"no generation {errors.quote(generation_id)}")
+    gen = session.get(Generation, errors.check_text(generation_id, field="id"))
     if gen is None or gen.account_id != principal.account_id:
-        raise errors.NotFound(f"no generation {generation_id!r}")
+        raise errors.NotFound(f"no generation {errors.quote(generation_id)}")
     return gen
 
 
@@ -249,13 +247,11 @@ def cancel(
     exactly one winner, and only the cancel that won refunds.
     """
     gen = get(session=session, principal=principal, generation_id=generation_id)
-    from stillmotion.jobs import queue
-
-    if not queue.finish(
+    if not lifecycle.fail_or_cancel(
         session=session,
         storage=storage,
         generation_id=gen.id,
-        status="cancelled",
+        status=Status.CANCELLED,
         owner=None,
         error_code=None,
         error_message=None,

@@ -1,4 +1,4 @@
-"""The generations table as a queue: claim with a lease, renew, finish, re-claim when a lease
+"""The generations table as a queue: claim with a lease, renew, complete, re-claim when a lease
 runs out. The pattern of solid_queue, GoodJob, Oban and River.
 
 - `claim` takes the oldest claimable job whose account is under its concurrency limit:
@@ -9,9 +9,10 @@ runs out. The pattern of solid_queue, GoodJob, Oban and River.
 - `renew` extends the lease and records progress; it answers False when the job is no longer
   this worker's (cancelled, or re-claimed after this worker stalled), which the worker treats
   as "stop rendering".
-- `finish` moves a job to a final status with one conditional UPDATE, so exactly one of a
-  racing cancel and completion wins, and writes the refund and the webhook event in the same
-  transaction.
+- `complete` moves a rendered job to `completed` with one conditional UPDATE (only while this
+  worker holds it), so exactly one of a racing cancel and completion wins, and writes the
+  webhook event in the same transaction. Failing or cancelling (with the refund) is
+  `generations.lifecycle.fail_or_cancel`, shared with the API's cancel.
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ from sqlalchemy.orm import Session
 
 from stillmotion.accounts.models import Account
 from stillmotion.accounts.plans import limits_for
-from stillmotion.credits import service as credits
 from stillmotion.db import utcnow
+from stillmotion.generations import events, lifecycle, quota
 from stillmotion.generations.models import Generation
-from stillmotion.generations.views import RUNNING_STAGES
+from stillmotion.generations.states import Stage, Status
 from stillmotion.storage import Storage
-from stillmotion.webhooks import outbox
 
 
 def claim(
@@ -43,10 +43,7 @@ def claim(
     one job row is locked, and no lock is waited for, so concurrent claims cannot deadlock.
     """
     now = utcnow()
-    claimable = (Generation.status == "processing") & (
-        (Generation.stage == "queued")
-        | (Generation.stage.in_(RUNNING_STAGES) & (Generation.lease_expires_at < now))
-    )
+    claimable = quota.waiting(now)
     passed: set[str] = set()
     while True:
         head = select(Generation.account_id).where(claimable)
@@ -63,11 +60,11 @@ def claim(
             continue  # another worker holds this account's claim right now
         gen = _oldest(session, claimable, account_id)
         while gen is not None and gen.attempts >= max_attempts:
-            finish(
+            lifecycle.fail_or_cancel(
                 session=session,
                 storage=storage,
                 generation_id=gen.id,
-                status="failed",
+                status=Status.FAILED,
                 owner=None,
                 error_code="RENDER_FAILED",
                 error_message=f"the job was abandoned by its worker {gen.attempts} times",
@@ -75,18 +72,11 @@ def claim(
             gen = _oldest(session, claimable, account_id)
         if gen is None:
             continue
-        running = session.scalar(
-            select(func.count()).where(
-                Generation.account_id == account_id,
-                Generation.status == "processing",
-                Generation.stage.in_(RUNNING_STAGES),
-                Generation.lease_expires_at >= now,
-                Generation.id != gen.id,
-            )
-        )
+        # `gen` is waiting, so it is not among the running ones counted.
+        running = quota.running_jobs(session.connection(), account_id=account_id, now=now)
         if running >= limits_for(account).concurrent:
             continue
-        gen.stage = "rendering"
+        gen.stage = Stage.RENDERING
         gen.attempts += 1
         gen.lease_owner = owner
         gen.lease_expires_at = now + timedelta(seconds=lease_seconds)
@@ -110,7 +100,7 @@ def _held(generation_id: str, owner: str):
     return update(Generation).where(
         Generation.id == generation_id,
         Generation.lease_owner == owner,
-        Generation.status == "processing",
+        Generation.status == Status.PROCESSING,
     )
 
 
@@ -141,7 +131,7 @@ def release(*, session: Session, generation_id: str, owner: str) -> bool:
     """Hand a job back to the queue (this worker is shutting down), not counting the attempt."""
     result = session.execute(
         _held(generation_id, owner).values(
-            stage="queued",
+            stage=Stage.QUEUED,
             lease_owner=None,
             lease_expires_at=None,
             attempts=Generation.attempts - 1,
@@ -167,8 +157,8 @@ def complete(
     now = utcnow()
     result = session.execute(
         _held(generation_id, owner).values(
-            status="completed",
-            stage="done",
+            status=Status.COMPLETED,
+            stage=Stage.DONE,
             progress=1.0,
             completed_at=now,
             output_key=output_key,
@@ -185,47 +175,5 @@ def complete(
         return False
     gen = session.get(Generation, generation_id)
     session.refresh(gen)
-    outbox.enqueue_generation_event(session=session, gen=gen, storage=storage)
-    return True
-
-
-def finish(
-    *,
-    session: Session,
-    storage: Storage,
-    generation_id: str,
-    status: str,
-    owner: str | None,
-    error_code: str | None,
-    error_message: str | None,
-) -> bool:
-    """Move an unfinished job to `failed` or `cancelled` and refund it, once.
-
-    With `owner`, only if that worker still holds the job. False when it had already finished.
-    """
-    assert status in ("failed", "cancelled")
-    query = update(Generation).where(
-        Generation.id == generation_id, Generation.status == "processing"
-    )
-    if owner is not None:
-        query = query.where(Generation.lease_owner == owner)
-    now = utcnow()
-    result = session.execute(
-        query.values(
-            status=status,
-            stage="done",
-            completed_at=now,
-            error_code=error_code,
-            error_message=error_message,
-            lease_owner=None,
-            lease_expires_at=None,
-            cancel_requested=status == "cancelled",
-        )
-    )
-    if result.rowcount != 1:
-        return False
-    gen = session.get(Generation, generation_id)
-    session.refresh(gen)
-    credits.refund(session=session, generation_id=generation_id, note=f"generation {status}")
-    outbox.enqueue_generation_event(session=session, gen=gen, storage=storage)
+    events.generation_finished(session=session, gen=gen, storage=storage)
     return True

@@ -16,9 +16,14 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from types import MappingProxyType
 
+from stillmotion import errors
+from stillmotion.context import Context
+from stillmotion.generations import lifecycle
 from stillmotion.generations.models import Generation
-from stillmotion.generations.service import Context
+from stillmotion.generations.schemas import OPTION_NAMES
+from stillmotion.generations.states import Stage, Status
 from stillmotion.jobs import queue
 from stillmotion.providers import get_provider
 from stillmotion.providers.base import Cancelled, ProviderError, RenderJob
@@ -32,7 +37,7 @@ class _Heartbeat(threading.Thread):
         self.worker = worker
         self.gen_id = gen_id
         self.progress = 0.0
-        self.stage = "rendering"
+        self.stage = Stage.RENDERING.value
         self.lost = threading.Event()
         self.timed_out = False
         self._halt = threading.Event()
@@ -144,15 +149,7 @@ class Worker:
     def _fields(gen: Generation) -> dict:
         return {
             "generation_id": gen.id,
-            "version": gen.version,
-            "aspect_ratio": gen.aspect_ratio,
-            "duration": gen.duration,
-            "prompt": gen.prompt,
-            "motion_intensity": gen.motion_intensity,
-            "seed": gen.seed,
-            "camera": gen.camera,
-            "motion_brush": gen.motion_brush,
-            "loop": gen.loop,
+            "options": MappingProxyType({name: getattr(gen, name) for name in OPTION_NAMES}),
             "fps": gen.fps,
         }
 
@@ -185,15 +182,22 @@ class Worker:
                     log.exception("render of %s failed", job.generation_id)
                     self._fail(job, "RENDER_FAILED", "the render failed unexpectedly")
                     return
-                heartbeat.report(heartbeat.progress, "storing")
+                heartbeat.report(heartbeat.progress, Stage.STORING.value)
                 # Unique per attempt: a worker that lost its lease and finishes late must never
                 # overwrite, or delete, the files of the attempt that completed the job.
                 stem = f"outputs/{job.generation_id}-{uuid.uuid4().hex[:8]}"
                 video_key = f"{stem}.mp4"
                 poster_key = f"{stem}.jpg" if output.poster_path else None
-                ctx.storage.put_file(video_key, output.video_path)
-                if output.poster_path:
-                    ctx.storage.put_file(poster_key, output.poster_path)
+                try:
+                    ctx.storage.put_file(video_key, output.video_path)
+                    if output.poster_path:
+                        ctx.storage.put_file(poster_key, output.poster_path)
+                except errors.StorageFull as exc:
+                    # Not the job's fault: hand it back (the attempt not counted) and pause,
+                    # so the queue waits for space instead of burning attempts and CPU.
+                    self._release(job, why="storage is full")
+                    self.stopping.wait(min(exc.retry_after, 10))
+                    return
         finally:
             heartbeat.stop()
         with ctx.db.session(write=True) as session:
@@ -217,10 +221,10 @@ class Worker:
         else:
             log.info("worker %s completed %s", self.name, job.generation_id)
 
-    def _release(self, job: RenderJob) -> None:
+    def _release(self, job: RenderJob, *, why: str = "shutting down") -> None:
         with self.ctx.db.session(write=True) as session:
             queue.release(session=session, generation_id=job.generation_id, owner=self.name)
-        log.info("shutting down: %s goes back to the queue", job.generation_id)
+        log.info("%s: %s goes back to the queue", why, job.generation_id)
 
     def _fail(self, job: RenderJob, code: str, message: str) -> None:
         self._fail_id(job.generation_id, code, message)
@@ -228,11 +232,11 @@ class Worker:
     def _fail_id(self, generation_id: str, code: str, message: str) -> None:
         log.warning("generation %s failed: %s %s", generation_id, code, message)
         with self.ctx.db.session(write=True) as session:
-            queue.finish(
+            lifecycle.fail_or_cancel(
                 session=session,
                 storage=self.ctx.storage,
                 generation_id=generation_id,
-                status="failed",
+                status=Status.FAILED,
                 owner=self.name,
                 error_code=code,
                 error_message=message,

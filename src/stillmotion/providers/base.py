@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -10,17 +10,14 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class RenderJob:
+    """One job to render. `options` holds the generation's options (declared once, in
+    `generations.schemas.GenerationOptions`) by their Python names, as JSON values: `version`,
+    `aspect_ratio`, `duration`, `prompt`, `motion_intensity`, `seed`, `camera`,
+    `motion_brush`, `loop`, and whatever option is added there."""
+
     generation_id: str
     source: bytes
-    version: str
-    aspect_ratio: str
-    duration: int
-    prompt: str
-    motion_intensity: str
-    seed: int
-    camera: dict[str, Any] | None = None
-    motion_brush: list[dict[str, Any]] | None = None
-    loop: bool = False
+    options: Mapping[str, Any]
     fps: int = 24
 
 

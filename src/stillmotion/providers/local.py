@@ -28,20 +28,8 @@ class LocalProvider:
             image = engine.open_image(job.source)
         except engine.InvalidImage as exc:
             raise ProviderError(str(exc), code="INVALID_IMAGE") from None
-        spec = engine.RenderSpec(
-            version=job.version,
-            aspect_ratio=job.aspect_ratio,
-            duration=job.duration,
-            fps=job.fps,
-            prompt=job.prompt,
-            motion_intensity=job.motion_intensity,
-            seed=job.seed,
-            camera=job.camera,
-            motion_brush=job.motion_brush,
-            loop=job.loop,
-            crf=self.crf,
-            preset=self.preset,
-        )
+        # The engine's spec takes every option by its name (tests/unit/test_options.py).
+        spec = engine.RenderSpec(**job.options, fps=job.fps, crf=self.crf, preset=self.preset)
         video = workdir / f"{job.generation_id}.mp4"
         poster = workdir / f"{job.generation_id}.jpg"
         try:

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from stillmotion import errors
 from stillmotion.deps import ContextDep, CurrentPrincipal
-from stillmotion.generations.views import iso
+from stillmotion.times import iso
 from stillmotion.uploads import service
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
