@@ -18,10 +18,18 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stillmotion import errors, metrics
+from stillmotion.accounts.limits import RateLimiter, RateLimitHeaders
+from stillmotion.accounts.rest import router as accounts_router
 from stillmotion.config import Settings, get_settings
 from stillmotion.context import Context
 from stillmotion.db import Database
+from stillmotion.generations.rest import router as generations_router
+from stillmotion.graphql import router as graphql_router
+from stillmotion.jobs.worker import WorkerPool
 from stillmotion.storage import LocalStorage
+from stillmotion.uploads.rest import router as uploads_router
+from stillmotion.webhooks.delivery import DeliveryLoop
+from stillmotion.webhooks.rest import router as webhooks_router
 
 log = logging.getLogger("stillmotion.app")
 
@@ -173,9 +181,6 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
         pool = None
         deliveries = None
         if worker_count > 0:
-            from stillmotion.jobs.worker import WorkerPool
-            from stillmotion.webhooks.delivery import DeliveryLoop
-
             pool = WorkerPool(ctx, worker_count)
             pool.start()
             app.state.notify_workers = pool.notify
@@ -197,8 +202,6 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     )
     app.state.ctx = ctx
     app.state.notify_workers = lambda: None
-    from stillmotion.accounts.limits import RateLimiter, RateLimitHeaders
-
     app.state.limiter = RateLimiter.from_settings(settings)
 
     @app.exception_handler(errors.StillmotionError)
@@ -224,12 +227,6 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
         err = errors.StillmotionError(str(exc.detail))
         err.status, err.code = exc.status_code, code
         return JSONResponse(err.body(), status_code=exc.status_code)
-
-    from stillmotion.accounts.rest import router as accounts_router
-    from stillmotion.generations.rest import router as generations_router
-    from stillmotion.graphql import router as graphql_router
-    from stillmotion.uploads.rest import router as uploads_router
-    from stillmotion.webhooks.rest import router as webhooks_router
 
     app.include_router(generations_router)
     app.include_router(uploads_router)
