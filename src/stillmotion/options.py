@@ -21,3 +21,4 @@ CAMERA_AXES = ("horizontal", "vertical", "pan", "tilt", "zoom", "roll")
 CAMERA_MIN, CAMERA_MAX = -10, 10
 PROMPT_MAX = 1000
 MOTION_BRUSH_MAX = 5
+SIZE_MIN, SIZE_MAX = 256, 2560  # an explicit output width or height: even pixels

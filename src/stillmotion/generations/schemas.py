@@ -6,7 +6,15 @@ import difflib
 import json
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from stillmotion import errors, options
@@ -61,6 +69,29 @@ class GenerationOptions(BaseModel):
     camera: Camera | None = None
     motion_brush: list[BrushRegion] | None = Field(None, max_length=options.MOTION_BRUSH_MAX)
     loop: bool = False
+    width: int | None = Field(
+        None,
+        ge=options.SIZE_MIN,
+        le=options.SIZE_MAX,
+        multiple_of=2,
+        description="*Extension*: the output width in pixels, with height (default: the "
+        "version's size for the aspect ratio)",
+    )
+    height: int | None = Field(
+        None,
+        ge=options.SIZE_MIN,
+        le=options.SIZE_MAX,
+        multiple_of=2,
+        validate_default=True,
+        description="See width",
+    )
+
+    @field_validator("height")
+    @classmethod
+    def _with_width(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if "width" in info.data and (v is None) != (info.data["width"] is None):
+            raise ValueError("width and height go together: give both, or neither")
+        return v
 
     def option_values(self) -> dict[str, Any]:
         """The options as JSON values by their Python names: the row's columns and the

@@ -128,7 +128,11 @@ def _accept(
     """Create and charge the job in one transaction, noting it on the request's idempotency
     record (`record_id`) if it has one; return its view."""
     settings = ctx.settings
-    width, height = output_size(request.version, request.aspect_ratio)
+    width, height = (
+        (request.width, request.height)
+        if request.width is not None
+        else output_size(request.version, request.aspect_ratio)
+    )
     cost = credits.price(
         settings=settings,
         version=request.version,
