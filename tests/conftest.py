@@ -49,6 +49,20 @@ def _database_url(backend: str, tmp: Path, request) -> str:
     return cluster.create_database("sm_" + uuid.uuid4().hex[:12])
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    """A migrated database of each kind, for domain rules tested in process."""
+    from stillmotion.db import Database
+    from stillmotion.migrations import upgrade
+
+    url = _database_url(request.param, tmp_path, request)
+    upgrade(url)
+    database = Database(url)
+    database.backend = request.param
+    yield database
+    database.dispose()
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("server")

@@ -6,7 +6,6 @@ The guarantees that need a real process (kill -9, restarts) stay in the subproce
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -17,23 +16,10 @@ from stillmotion import errors
 from stillmotion.accounts import service as accounts
 from stillmotion.accounts.models import Account
 from stillmotion.credits import service as credits
-from stillmotion.db import Database, new_id, utcnow
+from stillmotion.db import new_id, utcnow
 from stillmotion.generations import idempotency, quota
 from stillmotion.generations.models import IdempotencyRecord
-from stillmotion.migrations import upgrade
 from tests.support import rows
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'd.db'}"
-    else:
-        url = request.getfixturevalue("pg_cluster").create_database("dr_" + uuid.uuid4().hex[:10])
-    upgrade(url)
-    database = Database(url)
-    yield database
-    database.dispose()
 
 
 def _account(db, name: str, plan: str = "pro", credits_: int = 1000) -> str:

@@ -3,36 +3,19 @@ the generation view and the account's usage read "running" the same way."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import update
 
-from stillmotion.accounts import service as accounts
 from stillmotion.accounts.views import account_view
 from stillmotion.config import Settings
-from stillmotion.credits import service as credits
-from stillmotion.db import Database, new_id, utcnow
+from stillmotion.db import utcnow
 from stillmotion.generations import quota
 from stillmotion.generations.models import Generation
 from stillmotion.generations.views import to_api
-from stillmotion.jobs import queue
-from stillmotion.migrations import upgrade
 from stillmotion.storage import LocalStorage
 from tests.support import rows
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'q.db'}"
-    else:
-        url = request.getfixturevalue("pg_cluster").create_database("qa_" + uuid.uuid4().hex[:10])
-    upgrade(url)
-    database = Database(url)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture
@@ -44,33 +27,6 @@ class _Ctx:
     settings = Settings()
 
 
-def _account(db, name: str, plan: str) -> str:
-    with db.session(write=True) as session:
-        account, _ = accounts.get_or_create_account(session=session, name=name, plan=plan)
-        credits.grant(session=session, account_id=account.id, amount=10_000)
-        return account.id
-
-
-def _job(db, account_id: str, offset_ms: int = 0) -> str:
-    gen_id = new_id("gen")
-    with db.session(write=True) as session:
-        credits.charge(session=session, account_id=account_id, amount=4, generation_id=gen_id)
-        session.add(
-            rows.generation(
-                account_id, id=gen_id, created_at=utcnow() + timedelta(milliseconds=offset_ms)
-            )
-        )
-    return gen_id
-
-
-def _claim(db, storage, owner="w"):
-    with db.session(write=True) as session:
-        gen = queue.claim(
-            session=session, storage=storage, owner=owner, lease_seconds=30, max_attempts=3
-        )
-        return gen.id if gen else None
-
-
 def _readings(db, storage, account_id: str, gen_id: str) -> tuple[int, dict]:
     with db.session() as session:
         usage = account_view(session=session, ctx=_Ctx(), account_id=account_id)["usage"]
@@ -79,9 +35,9 @@ def _readings(db, storage, account_id: str, gen_id: str) -> tuple[int, dict]:
 
 
 def test_a_dead_workers_job_is_not_running_for_the_claim_the_view_or_the_account(db, storage):
-    acc = _account(db, "dead-worker", "free")  # one job at a time
-    first, second = _job(db, acc, 0), _job(db, acc, 10)
-    assert _claim(db, storage, owner="w1") == first
+    acc = rows.account(db, "dead-worker", "free")  # one job at a time
+    first, second = rows.job(db, acc, 0), rows.job(db, acc, 10)
+    assert rows.claim(db, storage, owner="w1") == first
     running, view = _readings(db, storage, acc, first)
     assert running == 1
     assert (view["stage"], view["queuePosition"]) == ("rendering", None)
@@ -102,15 +58,15 @@ def test_a_dead_workers_job_is_not_running_for_the_claim_the_view_or_the_account
     with db.session() as session:
         assert quota.running_jobs(session.connection(), account_id=acc) == 0
     # The claim agrees: the account is under its limit, and the abandoned job goes first.
-    assert _claim(db, storage, owner="w2") == first
+    assert rows.claim(db, storage, owner="w2") == first
     running, view = _readings(db, storage, acc, first)
     assert running == 1 and view["stage"] == "rendering"
-    assert _claim(db, storage, owner="w3") is None  # at the limit again
+    assert rows.claim(db, storage, owner="w3") is None  # at the limit again
 
 
 def test_jobs_today_counts_from_midnight_utc(db):
-    acc = _account(db, "today", "pro")
-    _job(db, acc)
+    acc = rows.account(db, "today", "pro")
+    rows.job(db, acc)
     with db.session(write=True) as session:
         session.add(rows.generation(acc, created_at=utcnow() - timedelta(days=1, minutes=1)))
     with db.session() as session:

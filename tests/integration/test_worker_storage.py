@@ -8,18 +8,16 @@ import errno
 import logging
 import shutil
 import threading
-import uuid
 
 import pytest
 
 from stillmotion.accounts import service as accounts
 from stillmotion.config import Settings
 from stillmotion.credits import service as credits
-from stillmotion.db import Database, new_id
+from stillmotion.db import new_id
 from stillmotion.generations.models import Generation
-from stillmotion.generations.service import Context
+from stillmotion.context import Context
 from stillmotion.jobs.worker import Worker
-from stillmotion.migrations import upgrade
 from stillmotion.storage import LocalStorage
 from tests.support import rows
 from tests.support.servers import photo_bytes
@@ -52,17 +50,10 @@ class _NoPause(threading.Event):
         return self.is_set()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ctx(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'w.db'}"
-    else:
-        url = request.getfixturevalue("pg_cluster").create_database("ws_" + uuid.uuid4().hex[:10])
-    upgrade(url)
-    db = Database(url)
+@pytest.fixture
+def ctx(db, tmp_path):
     storage = _FillingStorage(tmp_path / "media", public_url="http://test")
-    yield Context(db=db, settings=Settings(data_dir=tmp_path), storage=storage)
-    db.dispose()
+    return Context(db=db, settings=Settings(data_dir=tmp_path), storage=storage)
 
 
 @pytest.mark.slow
