@@ -13,10 +13,10 @@ import pytest
 
 from stillmotion.accounts import service as accounts
 from stillmotion.config import Settings
+from stillmotion.context import Context
 from stillmotion.credits import service as credits
 from stillmotion.db import new_id
 from stillmotion.generations.models import Generation
-from stillmotion.context import Context
 from stillmotion.jobs.worker import Worker
 from stillmotion.storage import LocalStorage
 from tests.support import rows
