@@ -14,12 +14,18 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["Layers", "estimate_layers"]
+__all__ = ["Layers", "boundary_confidence", "estimate_layers"]
 
 _CUT_SIDE = 384  # GrabCut and saliency run at this size; they need shape, not detail
 _MATTE_SIDE = 1024  # matte refinement and inpainting run at most at this size
 _MIN_SUBJECT = 0.01  # a cut-out smaller than this share of the image is no subject
 _MAX_SUBJECT = 0.85  # nor is one larger than this
+# The outline of a cut is trusted where the colours just inside and just outside it differ by
+# this much (CIE76 delta E between the two sides' local means): from nothing at _SURE_LOW to
+# full at _SURE_HIGH. A suit against a wall is 40-60; a cut through sky, or through a launch
+# tower that runs on past it, is under 10.
+_SURE_LOW = 12.0
+_SURE_HIGH = 28.0
 
 
 @dataclass(eq=False)
@@ -82,6 +88,44 @@ def estimate_layers(
     prior_full = cv2.resize(prior, (width, height), interpolation=cv2.INTER_LINEAR)
     depth = prior_full + alpha * (subject_depth - prior_full)
     return Layers(depth=np.clip(depth, 0.0, 1.0), subject_alpha=alpha, background=background)
+
+
+def boundary_confidence(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """How sure the outline of the matte `alpha` is, 0 … 1 per pixel (float32, HxW), smooth.
+
+    An outline is sure where it follows an edge of the photograph: the colours on its two
+    sides differ. Where they do not (the cut runs through sky, or through a structure that
+    carries on past it) the outline is a guess, and a viewer would see a tear if the two sides
+    moved apart. Measured at a small size along the outline, then spread over the image.
+    """
+    height, width = alpha.shape
+    if not alpha.any():
+        return np.zeros((height, width), np.float32)
+    small = _resize_to(image, _CUT_SIDE)
+    sh, sw = small.shape[:2]
+    a = cv2.resize(alpha, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
+    lab = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    sigma = 0.02 * max(sh, sw)
+    inner_w = cv2.GaussianBlur(a, (0, 0), sigma)
+    outer_w = cv2.GaussianBlur(1.0 - a, (0, 0), sigma)
+    inner = cv2.GaussianBlur(lab * a[..., None], (0, 0), sigma)
+    outer = cv2.GaussianBlur(lab * (1.0 - a)[..., None], (0, 0), sigma)
+    inner /= np.maximum(inner_w, 1e-3)[..., None]
+    outer /= np.maximum(outer_w, 1e-3)[..., None]
+    contrast = np.sqrt(((inner - outer) ** 2).sum(axis=2))
+    sure = np.clip((contrast - _SURE_LOW) / (_SURE_HIGH - _SURE_LOW), 0.0, 1.0)
+    # Weigh each pixel by how much it sits on the outline (both sides present), then spread
+    # the outline's verdict inwards and outwards; a smooth field, so the subject fades from
+    # card to continuous along its outline rather than switching.
+    on_edge = np.clip(4.0 * inner_w * outer_w, 0.0, 1.0) ** 2
+    field = _push_pull(sure.astype(np.float32), on_edge.astype(np.float32))
+    field = cv2.GaussianBlur(field, (0, 0), 2 * sigma)
+    # A verdict, not a shade: mostly sure is sure, mostly unsure is unsure (a half-cut subject
+    # would show both its card and its bent copy). The blur keeps the change of mind gradual.
+    field = np.clip((field - 0.3) / 0.4, 0.0, 1.0)
+    field = cv2.GaussianBlur(field, (0, 0), sigma)
+    field = cv2.resize(field, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.clip(field, 0.0, 1.0).astype(np.float32)
 
 
 def _resize_to(image: np.ndarray, side: int) -> np.ndarray:

@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-AXES = ("horizontal", "vertical", "pan", "tilt", "zoom", "roll")
+from stillmotion import options
+
+AXES = options.CAMERA_AXES
 INTENSITY = {"low": 0.5, "medium": 1.0, "high": 1.6}
 
 _SHIFT_PER_UNIT = 0.02  # fraction of the frame per camera unit (10 -> 0.2)
@@ -61,8 +63,11 @@ def validate_camera(camera: dict) -> dict:
             value = 0
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"camera.{axis} must be a number from -10 to 10")
-        if not math.isfinite(value) or not -10 <= value <= 10:
-            raise ValueError(f"camera.{axis} must be from -10 to 10, got {value}")
+        if not math.isfinite(value) or not options.CAMERA_MIN <= value <= options.CAMERA_MAX:
+            raise ValueError(
+                f"camera.{axis} must be from {options.CAMERA_MIN} to {options.CAMERA_MAX}, "
+                f"got {value}"
+            )
         out[axis] = float(value)
     static = camera.get("static", False)
     if static is None:
@@ -460,14 +465,18 @@ def fit_plan(
     duration: float,
     frames: int,
     subject: tuple[float, float, float, float] | None,
+    layer_share: float = 1.0,
 ) -> MotionPlan:
     """Fix the overscan so no view leaves the canvas and, when a subject box is given (canvas
-    fractions), scale the move down until the subject stays inside every frame."""
+    fractions), scale the move down until the subject stays inside every frame.
+
+    `layer_share` (0 … 1) is the least share of the zoom that any parallax layer follows: a
+    layer that zooms less sees more, so the zoom target keeps room for it too."""
     fx, fy = plan.focus
     z_end = math.exp(ZOOM_PER_UNIT * plan.camera["zoom"])
     if z_end > 1:
         # keep the final view inside the canvas: clamp the zoom target
-        half = 0.5 / z_end
+        half = 0.5 / z_end ** min(max(layer_share, 0.0), 1.0)
         plan.focus = (min(max(fx, half), 1 - half), min(max(fy, half), 1 - half))
     _required_overscan(plan, duration=duration, aspect=aspect, frames=frames)
     if subject is None or _subject_inside(

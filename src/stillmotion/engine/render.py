@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from stillmotion import options
 from stillmotion.engine import framing, motion
 from stillmotion.engine.encode import (
     Encoder,
@@ -33,8 +34,10 @@ from stillmotion.engine.encode import (
 )
 from stillmotion.engine.errors import EngineError, InvalidImage, RenderCancelled
 
-VERSIONS = ("gen-2", "gen-3", "gen-4")
-ASPECT_RATIOS = ("16:9", "9:16", "1:1")
+# The API's option values and ranges are declared once, in the dependency-free
+# `stillmotion.options`; the engine renders exactly those.
+VERSIONS = options.VERSIONS
+ASPECT_RATIOS = options.ASPECT_RATIOS
 _SIZES = {
     "gen-2": {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (960, 960)},
     "gen-3": {"16:9": (1920, 1080), "9:16": (1080, 1920), "1:1": (1080, 1080)},
@@ -127,8 +130,8 @@ def _brush_regions(spec: RenderSpec) -> list:
         from stillmotion.engine import brush
     except ImportError:  # pragma: no cover - the gen-4 modules are part of the package
         return []
-    if len(spec.motion_brush) > 5:
-        raise ValueError("motionBrush takes at most 5 regions")
+    if len(spec.motion_brush) > options.MOTION_BRUSH_MAX:
+        raise ValueError(f"motionBrush takes at most {options.MOTION_BRUSH_MAX} regions")
     return brush.parse_regions(spec.motion_brush)
 
 
@@ -174,9 +177,11 @@ class _Scene:
             portrait=self.framing.subject_kind == "face",
             focus=focus,
         )
-        self.plan = motion.fit_plan(
-            plan, aspect=aspect, duration=self.duration, frames=self.frames, subject=box
+        self._unfitted = dataclasses.replace(plan)  # gen-4 refits it once its layers are known
+        self._fit_args = dict(
+            aspect=aspect, duration=self.duration, frames=self.frames, subject=box
         )
+        self.plan = motion.fit_plan(plan, **self._fit_args)
         self.motion_blur = smart
         # gen-4 (and a motion brush on gen-3) render through per-pixel remaps: parallax layers,
         # brush and ambient offsets. Everything else is a plain affine warp.
@@ -291,6 +296,13 @@ class _Scene:
                 box = (round(x0), round(y0), round(x1 - x0), round(y1 - y0))
         self.layers = depth.estimate_layers(self.source, subject_box=box, seed=spec.seed)
         self.extras["parallax"] = True
+        share = 1.0 + parallax.lag_floor(self.layers, self.source)
+        if share < 1.0 and self.plan.camera["zoom"] > 0 and not self.plan.dolly_zoom:
+            # Pushing in, the background grows less than the view shrinks: its view is wider
+            # than the camera's. Keep the zoom target far enough from the edges for it too.
+            self.plan = motion.fit_plan(
+                dataclasses.replace(self._unfitted), layer_share=share, **self._fit_args
+            )
         # A dolly zoom keeps the subject's size (the maps do not zoom) while the background's
         # perspective changes (the parallax zoom does); the overscan covers how far it reaches.
         self.map_plan = self.plan
@@ -300,34 +312,119 @@ class _Scene:
                 camera={**self.plan.camera, "zoom": 0.0},
                 overscan=max(self.plan.overscan, self._dolly_zoom(1.0)),
             )
+        self.strength = self._fit_strength()
+        if self.strength < 1.0:
+            self.extras["parallaxStrength"] = round(self.strength, 3)
+
+    def _fit_strength(self) -> float:
+        """The strongest parallax (0 … 1, one value for the clip, so the motion stays smooth)
+        with which every frame's background samples inside the picture: past its edge there is
+        nothing true to show (a reflection is a mirrored copy, a clamp a smear)."""
+        w, h = self.width, self.height
+        pixels = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], float)
+        middle = np.array([(w - 1) / 2, (h - 1) / 2, 1.0])
+        views = []
+        for i in range(self.frames):
+            m, shift, zoom = self._camera_terms(i)
+            views.append(((pixels @ m.T), tuple(m @ middle), shift, zoom))
+
+        def fits(strength: float) -> bool:
+            for corners, centre, shift, zoom in views:
+                x0, y0, x1, y1 = self._parallax.background_reach(
+                    self.layers,
+                    self.source,
+                    corners,
+                    centre=centre,
+                    shift=shift,
+                    zoom=zoom,
+                    strength=strength,
+                )
+                # the camera's own view is fitted to the picture (up to rounding, which the
+                # composite trims); only what the background adds to it is planned here
+                low = np.minimum(corners.min(axis=0), 0.0) - 0.01
+                high = np.maximum(corners.max(axis=0), (self.src_w - 1, self.src_h - 1)) + 0.01
+                if x0 < low[0] or y0 < low[1] or x1 > high[0] or y1 > high[1]:
+                    return False
+            return True
+
+        if fits(1.0):
+            return 1.0
+        lo, hi = 0.0, 1.0
+        for _ in range(10):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        return lo
 
     def _dolly_zoom(self, t: float) -> float:
         e = motion.ease(t, loop=self.plan.loop)
         return math.exp(motion.ZOOM_PER_UNIT * self.plan.camera["zoom"] * self.plan.amplitude * e)
 
-    def frame_rgb(self, i: int) -> np.ndarray:
-        """Frame `i` through the remap path, as RGB."""
+    def _camera_terms(self, i: int) -> tuple[np.ndarray, tuple[float, float], float]:
+        """Frame `i`'s view matrix (output pixels to working-image pixels) and, for parallax,
+        the camera's translation since frame 0 in working-image pixels and its zoom relative
+        to frame 0."""
         t = self.time_of(i)
         plan = getattr(self, "map_plan", self.plan)
         state = motion.camera_at(plan, t, duration=self.duration, aspect=self.aspect)
         m = motion.view_matrix(
             state, canvas_w=self.src_w, canvas_h=self.src_h, out_w=self.width, out_h=self.height
         )
+        start = motion.camera_at(plan, 0.0, duration=self.duration, aspect=self.aspect)
+        shift = (
+            (state.truck[0] - start.truck[0]) * self.src_w,
+            (state.truck[1] - start.truck[1]) * self.src_h,
+        )
+        zoom = state.zoom / start.zoom
+        if self.plan.dolly_zoom:
+            zoom = self._dolly_zoom(t)
+        return m, shift, zoom
+
+    def _frame_maps(self, i: int) -> tuple:
+        """The camera's backward maps for frame `i`, the fields' offsets, and (layers only) the
+        camera's translation since frame 0 in source pixels and its zoom relative to frame 0."""
+        m, shift, zoom = self._camera_terms(i)
         map_x = cv2.addWeighted(self._u, m[0, 0], self._v, m[0, 1], m[0, 2])
         map_y = cv2.addWeighted(self._u, m[1, 0], self._v, m[1, 1], m[1, 2])
         offsets = None
         for f in self.fields:
             dx, dy = f.displacement(i)
             offsets = (dx, dy) if offsets is None else (offsets[0] + dx, offsets[1] + dy)
+        if self.layers is None:
+            shift, zoom = (0.0, 0.0), 1.0
+        return map_x, map_y, offsets, shift, zoom
+
+    def sampling_maps(self, i: int) -> list:
+        """Where frame `i` samples the working image `self.source`: one `parallax.LayerMaps`
+        per layer drawn (the remap path only), in working-image pixels."""
+        map_x, map_y, offsets, shift, zoom = self._frame_maps(i)
         if self.layers is not None:
-            start = motion.camera_at(plan, 0.0, duration=self.duration, aspect=self.aspect)
-            shift = (
-                (state.truck[0] - start.truck[0]) * self.src_w,
-                (state.truck[1] - start.truck[1]) * self.src_h,
+            return self._parallax.sampling_maps(
+                self.layers,
+                self.source,
+                map_x,
+                map_y,
+                shift=shift,
+                zoom=zoom,
+                strength=self.strength,
+                offsets=offsets,
             )
-            zoom = state.zoom / start.zoom
-            if self.plan.dolly_zoom:
-                zoom = self._dolly_zoom(t)
+        from stillmotion.engine.parallax import LayerMaps
+
+        return [LayerMaps("image", *self._offset_maps(map_x, map_y, offsets))]
+
+    def _offset_maps(self, map_x, map_y, offsets) -> tuple[np.ndarray, np.ndarray]:
+        if offsets is not None:
+            border = cv2.BORDER_REPLICATE
+            extra_x = cv2.remap(offsets[0], map_x, map_y, cv2.INTER_LINEAR, borderMode=border)
+            extra_y = cv2.remap(offsets[1], map_x, map_y, cv2.INTER_LINEAR, borderMode=border)
+            map_x += extra_x
+            map_y += extra_y
+        return map_x, map_y
+
+    def frame_rgb(self, i: int) -> np.ndarray:
+        """Frame `i` through the remap path, as RGB."""
+        map_x, map_y, offsets, shift, zoom = self._frame_maps(i)
+        if self.layers is not None:
             return self._parallax.composite(
                 self.layers,
                 self.source,
@@ -338,12 +435,7 @@ class _Scene:
                 strength=self.strength,
                 offsets=offsets,
             )
-        if offsets is not None:
-            border = cv2.BORDER_REPLICATE
-            extra_x = cv2.remap(offsets[0], map_x, map_y, cv2.INTER_LINEAR, borderMode=border)
-            extra_y = cv2.remap(offsets[1], map_x, map_y, cv2.INTER_LINEAR, borderMode=border)
-            map_x += extra_x
-            map_y += extra_y
+        map_x, map_y = self._offset_maps(map_x, map_y, offsets)
         return cv2.remap(
             self.source, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101
         )
