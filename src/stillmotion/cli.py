@@ -52,6 +52,19 @@ def _settings():
         raise typer.Exit(2) from None
 
 
+def _catalogue(settings):
+    """The service catalogue (`STILLMOTION_SERVICES`), read once at start; a bad file stops the
+    command with one line naming the file, the table and the field (exit 2)."""
+    from stillmotion.context import load_catalogue
+    from stillmotion.services.catalogue import CatalogueError
+
+    try:
+        return load_catalogue(settings)
+    except CatalogueError as exc:
+        err.print(f"[red]service catalogue error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+
+
 def _migrate(settings) -> None:
     from stillmotion.migrations import upgrade
 
@@ -119,6 +132,7 @@ def serve(
 
     _setup_logging()
     settings = _settings()
+    catalogue = _catalogue(settings)
     _migrate(settings)
     key = _first_key(settings)
     if key:
@@ -129,7 +143,7 @@ def serve(
             f"Try: curl -H 'Authorization: Bearer {key}' http://{host}:{port}/v1/account\n",
             flush=True,
         )
-    api = create_app(settings, workers=workers)
+    api = create_app(settings, workers=workers, catalogue=catalogue)
     server.run(
         AccessLog(api) if settings.access_log else api, host=host, port=port, settings=settings
     )
@@ -148,11 +162,13 @@ def worker(
 
     _setup_logging()
     settings = _settings()
+    catalogue = _catalogue(settings)
     _migrate(settings)
     ctx = Context(
         db=Database(settings.resolved_database_url),
         settings=settings,
         storage=LocalStorage(settings.media_dir, public_url=settings.public_url),
+        catalogue=catalogue,
     )
     pool = WorkerPool(ctx, threads)
     deliveries = DeliveryLoop(ctx.db, settings)
@@ -164,6 +180,7 @@ def worker(
     stop.wait()
     pool.stop()  # first: a running render goes back to the queue at once
     deliveries.stop()
+    ctx.providers.close()
 
 
 @app.command()

@@ -85,8 +85,12 @@ class Settings(BaseSettings):
     max_image_bytes: int = 16 * 1024 * 1024
     max_data_uri_bytes: int = 5 * 1024 * 1024
     upload_ttl_hours: int = 24
-    # Providers: the seed's service id maps to a configured provider
-    provider_runway_i2v: str = "local"
+    # Services: the catalogue of services and the provider that renders each
+    services: str = Field(
+        "",
+        description="A TOML service catalogue (services/catalogue.py); empty: runway-i2v → "
+        "the built-in engine.",
+    )
 
     @field_validator("public_url")
     @classmethod
@@ -124,6 +128,10 @@ class Settings(BaseSettings):
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"
+
+    @property
+    def services_path(self) -> Path | None:
+        return Path(self.services.strip()) if self.services.strip() else None
 
     @property
     def prices(self) -> dict[str, int]:

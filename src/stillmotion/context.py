@@ -1,5 +1,6 @@
 """What the service layer needs from the running process: the database, the settings, the
-storage, and the process's short-lived caches. One `Context` per API or worker process."""
+storage, the service catalogue and its providers, and the process's short-lived caches. One
+`Context` per API or worker process."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any, Generic, TypeVar
 
 from stillmotion.config import Settings
 from stillmotion.db import Database
+from stillmotion.providers.registry import Providers
+from stillmotion.services import catalogue as service_catalogue
 from stillmotion.storage import Storage
 
 K = TypeVar("K")
@@ -88,10 +91,26 @@ class Context:
     settings: Settings
     storage: Storage
     caches: Caches = None  # type: ignore[assignment]  # made from the settings
+    catalogue: service_catalogue.Catalogue = None  # type: ignore[assignment]
+    """The services offered, read once per process (`STILLMOTION_SERVICES`, or the built-in
+    catalogue); when not given, loaded here, which raises `CatalogueError` for a bad file."""
+    providers: Providers = None  # type: ignore[assignment]
+    """The catalogue's providers, each built on first use and kept for the process."""
 
     def __post_init__(self) -> None:
+        settings = self.settings
         if self.caches is None:
-            settings = self.settings
             object.__setattr__(
                 self, "caches", Caches(keys=TTLCache(ttl=lambda: settings.auth_cache_seconds))
             )
+        if self.catalogue is None:
+            object.__setattr__(self, "catalogue", load_catalogue(settings))
+        if self.providers is None:
+            object.__setattr__(self, "providers", Providers(self.catalogue, settings))
+
+
+def load_catalogue(settings: Settings) -> service_catalogue.Catalogue:
+    """The catalogue `settings` name (`STILLMOTION_SERVICES`; empty: the built-in one), priced
+    by the server's `STILLMOTION_PRICE_*` where a table leaves a version's price out. Raises
+    `CatalogueError`, one line naming the file, the table and the field."""
+    return service_catalogue.load(settings.services_path, default_prices=settings.prices)

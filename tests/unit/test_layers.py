@@ -14,6 +14,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "stillmotion"
 # From the bottom (the engine is a library under everything); a domain may import those before it.
 LAYERS = [
     "engine",
+    "services",
     "accounts",
     "credits",
     "uploads",

@@ -28,12 +28,24 @@ from stillmotion import errors
 from stillmotion.accounts.models import Account
 from stillmotion.config import Settings, get_settings
 from stillmotion.credits.models import KINDS, LedgerEntry
+from stillmotion.services.catalogue import ServiceSpec
 from stillmotion.times import iso
 
 
-def price(*, settings: Settings, version: str, duration: int, motion_brush: bool = False) -> int:
-    """Credits for one generation (API.md §4): per-second price × seconds, × brush multiplier."""
-    cost = settings.prices[version] * duration
+def price(
+    *,
+    settings: Settings,
+    version: str,
+    duration: int,
+    motion_brush: bool = False,
+    spec: ServiceSpec | None = None,
+) -> int:
+    """Credits for one generation (API.md §4): per-second price × seconds, × brush multiplier.
+    The per-second price is the service's (`spec.prices`, from the catalogue, which takes the
+    server's `STILLMOTION_PRICE_*` for versions its file leaves unpriced); without a service,
+    the server's."""
+    per_second = spec.prices[version] if spec is not None else settings.prices[version]
+    cost = per_second * duration
     if motion_brush:
         cost = math.ceil(cost * settings.brush_multiplier)
     return cost

@@ -19,7 +19,6 @@ from pydantic.alias_generators import to_camel
 
 from stillmotion import errors, options
 
-SERVICES = ("runway-i2v",)
 Amount = Annotated[float, Field(ge=options.CAMERA_MIN, le=options.CAMERA_MAX)]
 
 
@@ -102,17 +101,13 @@ class GenerationOptions(BaseModel):
 class GenerateRequest(GenerationOptions):
     """One generation request, whichever of the three shapes it came in."""
 
-    service: str = Field(description='Service id: "runway-i2v"')
+    service: str = Field(
+        max_length=64,
+        description='Service id, one of `GET /v1/services` (by default "runway-i2v")',
+    )
     image: str | None = Field(None, description="URL, data URI or upload://upl_… id")
     image_url: str | None = Field(None, description="Same as image (one of them is required)")
     webhook_url: str | None = Field(None, max_length=2048)
-
-    @field_validator("service")
-    @classmethod
-    def _known_service(cls, v: str) -> str:
-        if v not in SERVICES:
-            raise ValueError(f"unknown service {v!r}; known: {', '.join(SERVICES)}")
-        return v
 
     @model_validator(mode="after")
     def _one_image(self) -> GenerateRequest:

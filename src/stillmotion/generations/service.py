@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
 
+from pydantic.alias_generators import to_camel
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -33,10 +34,92 @@ from stillmotion.generations.models import Generation
 from stillmotion.generations.schemas import GenerateRequest
 from stillmotion.generations.states import Status
 from stillmotion.generations.views import to_api
+from stillmotion.services.catalogue import Catalogue, ProviderKind, ServiceSpec
 from stillmotion.storage import Storage
 from stillmotion.uploads import service as uploads
 
 STATUSES = tuple(Status)
+
+# The options a service may not take (`ServiceSpec.options`), by the catalogue's names: whether a
+# request asks for one. `end_frame` is no request field yet.
+_ASKS_FOR = {
+    "camera": lambda r: r.camera is not None,
+    "motion_brush": lambda r: r.motion_brush is not None,
+    "loop": lambda r: r.loop,
+    "seed": lambda r: r.seed is not None,
+}
+
+
+def resolve_service(
+    request: GenerateRequest, catalogue: Catalogue
+) -> tuple[ServiceSpec, GenerateRequest]:
+    """The request's service, and the request held to it: an unknown service, a version,
+    aspect ratio or duration the service does not offer, or an option it does not take is a
+    `ValidationFailed` naming the field and the service (never silently ignored). A version,
+    aspect ratio or duration the request left unset whose API default the service does not
+    offer becomes the service's own (its first version and aspect ratio, its duration nearest
+    the default)."""
+    spec = catalogue.get(request.service)
+    if spec is None:
+        raise errors.ValidationFailed(
+            f"service: unknown service {errors.quote(request.service)}; "
+            f"known: {', '.join(catalogue.ids)}",
+            field="service",
+        )
+    sent = request.model_fields_set
+    defaults: dict[str, Any] = {}
+    if "version" not in sent and request.version not in spec.versions:
+        defaults["version"] = spec.versions[0]
+    if "aspect_ratio" not in sent and request.aspect_ratio not in spec.aspect_ratios:
+        defaults["aspect_ratio"] = spec.aspect_ratios[0]
+    if "duration" not in sent and request.duration not in spec.durations:
+        wanted = request.duration
+        defaults["duration"] = min(spec.durations, key=lambda d: (abs(d - wanted), d))
+    if defaults:
+        request = request.model_copy(update=defaults)
+    where = f"service {spec.id!r}"
+    if request.version not in spec.versions:
+        raise errors.ValidationFailed(
+            f"version: {request.version!r} is not a version of {where} "
+            f"(its versions: {', '.join(spec.versions)})",
+            field="version",
+        )
+    if request.aspect_ratio not in spec.aspect_ratios:
+        raise errors.ValidationFailed(
+            f"aspectRatio: {request.aspect_ratio!r} is not an aspect ratio of {where} "
+            f"(its aspect ratios: {', '.join(spec.aspect_ratios)})",
+            field="aspectRatio",
+        )
+    if request.duration not in spec.durations:
+        raise errors.ValidationFailed(
+            f"duration: {request.duration} s is not a duration of {where} "
+            f"(its durations: {_seconds(spec.durations)})",
+            field="duration",
+        )
+    for option, asks_for in _ASKS_FOR.items():
+        if option not in spec.options and asks_for(request):
+            name = to_camel(option)
+            takes = ", ".join(to_camel(o) for o in _ASKS_FOR if o in spec.options)
+            raise errors.ValidationFailed(
+                f"{name}: {where} does not take {name} "
+                f"({'it takes ' + takes if takes else 'it takes none of the options'})",
+                field=name,
+            )
+    if request.width is not None and spec.provider is not ProviderKind.LOCAL:
+        raise errors.ValidationFailed(
+            f"width: {where} renders its provider's own sizes; width and height are for "
+            "services of the built-in engine",
+            field="width",
+        )
+    return spec, request
+
+
+def _seconds(durations: tuple[int, ...]) -> str:
+    """Durations as a refusal lists them: `2 … 10` for a run, else `4, 6, 8`."""
+    run = tuple(range(durations[0], durations[-1] + 1))
+    if len(durations) > 2 and durations == run:
+        return f"{durations[0]} … {durations[-1]}"
+    return ", ".join(map(str, durations))
 
 
 def check_request(request: GenerateRequest, *, settings: Settings) -> None:
@@ -90,6 +173,10 @@ async def submit(
     job's own transaction (the recovery point). Returns the job's API view (§3) as of the
     accepting transaction."""
     settings = ctx.settings
+    spec, request = resolve_service(request, ctx.catalogue)
+    available, reason = ctx.providers.availability(spec)
+    if not available:
+        raise errors.Unavailable(f"service {spec.id!r} cannot take jobs now: {reason}")
     check_request(request, settings=settings)
     if request.webhook_url:
         # Resolve now so a URL pointing inward is refused before anything is charged.
@@ -115,13 +202,14 @@ async def submit(
         _intake_pool(settings.intake_threads),
         functools.partial(uploads.store_source, source, storage=ctx.storage, settings=settings),
     )
-    return await ctx.db.run(_accept, ctx, principal, request, stored, idempotency_record)
+    return await ctx.db.run(_accept, ctx, principal, request, spec, stored, idempotency_record)
 
 
 def _accept(
     ctx: Context,
     principal: Principal,
     request: GenerateRequest,
+    spec: ServiceSpec,
     stored: uploads.StoredImage,
     record_id: int | None,
 ) -> dict[str, Any]:
@@ -138,6 +226,7 @@ def _accept(
         version=request.version,
         duration=request.duration,
         motion_brush=bool(request.motion_brush),
+        spec=spec,
     )
     row = dict(_NEW_ROW)
     row.update(request.option_values())
@@ -147,7 +236,7 @@ def _accept(
         id=new_id("gen"),
         account_id=principal.account_id,
         service=request.service,
-        provider=getattr(settings, "provider_" + request.service.replace("-", "_")),
+        provider=spec.provider.value,
         webhook_url=request.webhook_url,
         credit_cost=cost,
         source_key=stored.key,

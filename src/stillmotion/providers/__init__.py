@@ -1,5 +1,7 @@
-"""Renderers behind one interface (`base.Provider`). The seed's service id maps to one by
-configuration (`STILLMOTION_PROVIDER_RUNWAY_I2V`, `local` by default)."""
+"""Renderers behind one interface (`base.Provider`). Each service of the catalogue
+(`STILLMOTION_SERVICES`) names its provider kind; `registry.Providers` builds one per service.
+`get_provider` builds one by the kind a job's row names (`local` only, until the workers take
+their providers from the registry)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,6 @@ error's message, to the job's owner.
 from __future__ import annotations
 
 import base64
-import email.utils
 import functools
 import io
 import ipaddress
@@ -53,9 +52,10 @@ import httpx
 from PIL import Image, ImageOps
 
 from stillmotion import net
+from stillmotion.client.errors import parse_retry_after
 from stillmotion.errors import ImageFetchFailed, PayloadTooLarge, UrlNotAllowed
-from stillmotion.providers import runway_models
 from stillmotion.providers.base import Cancelled, ProviderError, RenderJob, RenderOutput
+from stillmotion.services import runway_models
 from stillmotion.services.catalogue import RunwaySettings, ServiceSpec
 
 __all__ = ["ProviderRetry", "RunwayProvider", "Stage", "TaskStatus"]
@@ -643,24 +643,14 @@ def _sleep(seconds: float, should_cancel: Callable[[], bool]) -> None:
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait: Runway's `retry-after-ms`, else `Retry-After` (seconds or a date)."""
     ms = headers.get("retry-after-ms")
     if ms:
         try:
             return max(0.0, float(ms) / 1000)
         except ValueError:
             pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    return parse_retry_after(headers.get("retry-after"))
 
 
 def _status_of(exc: ImageFetchFailed) -> int | None:

@@ -41,7 +41,7 @@ import httpx
 
 from stillmotion import options as api_options
 from stillmotion.config import DEFAULT_PRICES
-from stillmotion.providers import runway_models
+from stillmotion.services import runway_models
 
 __all__ = [
     "OPTIONS",
