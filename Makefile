@@ -40,6 +40,7 @@ run: install
 		$(BIN)/stillmotion serve --host $(HOST) --port $(PORT)
 
 test: system-deps install
+	npm ci --prefix tests/node --no-audit --no-fund --silent
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest -q -p no:cacheprovider
 

@@ -21,11 +21,14 @@ from stillmotion import errors, metrics
 from stillmotion.accounts.limits import RateLimiter, RateLimitHeaders
 from stillmotion.accounts.rest import router as accounts_router
 from stillmotion.config import Settings, get_settings
-from stillmotion.context import Context
+from stillmotion.context import Context, load_catalogue
 from stillmotion.db import Database
 from stillmotion.generations.rest import router as generations_router
 from stillmotion.graphql import router as graphql_router
 from stillmotion.jobs.worker import WorkerPool
+from stillmotion.runway_api.rest import router as runway_router
+from stillmotion.services.catalogue import Catalogue
+from stillmotion.services.rest import router as services_router
 from stillmotion.storage import LocalStorage
 from stillmotion.uploads.rest import router as uploads_router
 from stillmotion.webhooks.delivery import DeliveryLoop
@@ -169,11 +172,20 @@ def allowed_methods(router, scope: Scope) -> str:
     return ", ".join(allowed)
 
 
-def create_app(settings: Settings | None = None, *, workers: int | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    workers: int | None = None,
+    catalogue: Catalogue | None = None,
+) -> FastAPI:
+    """The app. `catalogue`: the services, when the caller loaded them already (`serve` does, to
+    stop at start on a bad file); otherwise read here from `STILLMOTION_SERVICES`
+    (`CatalogueError` for a bad file)."""
     settings = settings or get_settings()
+    catalogue = catalogue or load_catalogue(settings)
     db = Database(settings.resolved_database_url)
     storage = LocalStorage(settings.media_dir, public_url=settings.public_url)
-    ctx = Context(db=db, settings=settings, storage=storage)
+    ctx = Context(db=db, settings=settings, storage=storage, catalogue=catalogue)
     worker_count = settings.workers if workers is None else workers
 
     @asynccontextmanager
@@ -192,6 +204,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
             pool.stop()  # first: a running render goes back to the queue at once
         if deliveries is not None:
             deliveries.stop()
+        ctx.providers.close()
         db.dispose()
 
     app = FastAPI(
@@ -232,7 +245,9 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     app.include_router(uploads_router)
     app.include_router(accounts_router)
     app.include_router(webhooks_router)
+    app.include_router(services_router)
     app.include_router(graphql_router)
+    app.include_router(runway_router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
     def healthz() -> dict[str, Any]:

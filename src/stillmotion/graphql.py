@@ -31,6 +31,7 @@ from stillmotion.accounts import limits
 from stillmotion.deps import authenticate
 from stillmotion.generations import admission, idempotency
 from stillmotion.generations import gql as generations_gql
+from stillmotion.services import gql as services_gql
 from stillmotion.webhooks import gql as webhooks_gql
 
 log = logging.getLogger("stillmotion.graphql")
@@ -38,6 +39,7 @@ log = logging.getLogger("stillmotion.graphql")
 QUERIES: list[type] = [generations_gql.Query, accounts_gql.Query]
 MUTATIONS: list[type] = [generations_gql.Mutation]
 QUERIES.append(webhooks_gql.Query)
+QUERIES.append(services_gql.Query)
 MUTATIONS.append(webhooks_gql.Mutation)
 
 

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from stillmotion import errors, jsonbody
+from stillmotion import jsonbody
 from stillmotion.deps import ContextDep, CurrentPrincipal, authenticate, read_limited
-from stillmotion.generations import admission, idempotency, reads, schemas, service
+from stillmotion.generations import creates, idempotency, reads, schemas, service
 from stillmotion.generations.schemas import GenerateRequest, parse_request
 from stillmotion.generations.views import to_api
 
@@ -51,36 +51,14 @@ async def create(request: Request) -> Response:
     principal = await authenticate(request)
     ctx = request.app.state.ctx
     raw = await request.body()
-    try:
-        outcome = await idempotency.begin_request(
-            request=request,
-            db=ctx.db,
-            account_id=principal.account_id,
-            transport="rest",
-            canonical=lambda: "POST /v1/image_to_video\n" + idempotency.canonical_json(raw),
-        )
-    except errors.StillmotionError:
-        await admission.admit(request, principal, None)
-        raise
-    if isinstance(outcome, idempotency.Replay):
-        await admission.admit(request, principal, outcome)
-        return outcome.response()
-    try:
-        # A fresh create counts here, before its body is validated (admission.py).
-        await admission.admit(request, principal, outcome)
-        if isinstance(outcome, idempotency.Recover):
-            # The job exists (its request died before the response was stored): answer as the
-            # create would have, with the job as it is now.
-            payload = await ctx.db.run(reads.view, ctx, outcome.generation_id, principal)
-            response = _accepted(ctx, payload)
-        else:
-            response = await _create(request, ctx, principal, raw, outcome.record_id)
-    except errors.StillmotionError as exc:
-        response = idempotency.error_response(exc)
-    except BaseException:
-        await ctx.db.run(idempotency.abandon, db=ctx.db, outcome=outcome)
-        raise
-    return await idempotency.settle(db=ctx.db, outcome=outcome, response=response)
+    return await creates.run_create(
+        request,
+        principal,
+        transport="rest",
+        canonical=lambda: "POST /v1/image_to_video\n" + idempotency.canonical_json(raw),
+        create=lambda record_id: _create(request, ctx, principal, raw, record_id),
+        accepted=lambda payload: _accepted(ctx, payload),
+    )
 
 
 async def _create(request: Request, ctx, principal, raw: bytes, record_id: int | None) -> Response:
