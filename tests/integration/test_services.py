@@ -1,10 +1,9 @@
 """The service catalogue (issue 11, its API half): `STILLMOTION_SERVICES` read once at start,
 `GET /v1/services` and GraphQL `services`, and creates held to the service they name.
 
-Against real `stillmotion serve` subprocesses with no workers: the `runway` provider renders
-nothing yet (its worker wiring comes later), so runway-backed creates are only accepted or
-refused, never rendered. The "upstream refused" half of availability is checked in process,
-against the fake Runway API.
+Against real `stillmotion serve` subprocesses with no workers, so runway-backed creates are
+only accepted or refused here, never rendered (`test_runway_worker.py` renders them). The
+"upstream refused" half of availability is checked in process, against the fake Runway API.
 """
 
 from __future__ import annotations
@@ -139,10 +138,8 @@ def _check_example_listing(services: list[dict]) -> None:
     assert runway["durations"] == list(range(2, 11))
     assert runway["prices"] == {"gen-2": 2, "gen-3": 5, "gen-4": 20}  # the server's defaults
     assert runway["options"] == ["seed"]
-    # The key is set and nothing has refused it, but workers do not run this provider yet:
-    # listed unavailable, saying why (no network check either way).
-    assert runway["available"] is False
-    assert "not run by workers yet" in runway["unavailableReason"]
+    # The key is set and nothing has refused it: available (no network check either way).
+    assert runway["available"] is True and runway["unavailableReason"] is None
     assert local["provider"] == "local"
     assert set(local["options"]) == API_OPTIONS
     assert local["available"] is True and local["unavailableReason"] is None
@@ -369,30 +366,29 @@ def test_the_engine_service_takes_every_option(example_server, example_key, imag
     assert response.status_code == 202, response.text
 
 
-def test_a_create_for_a_service_workers_cannot_run_is_refused_not_charged(
+def test_a_create_for_a_runway_service_is_accepted_and_charged(
     example_server, example_key, image_server
 ):
-    """Until workers run the Runway provider, accepting such a job would charge it and then
-    fail it: it is refused (503, retry later) and nothing is charged or created."""
+    """Workers run the Runway provider: a create for a runway service is accepted (202),
+    charged its price, and waits in the queue (this server has no workers)."""
     before = httpx.get(
         example_server.url + "/v1/account", headers={"X-API-Key": example_key}
     ).json()["data"]["account"]["creditBalance"]
     response = _create(
         example_server, example_key, image_server, version="gen-4", duration=5, seed=7
     )
-    assert response.status_code == 503, response.text
-    error = response.json()["errors"][0]
-    assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
-    assert "runway-i2v" in error["message"] and "not run by workers yet" in error["message"]
-    assert "retry-after" in response.headers
+    assert response.status_code == 202, response.text
+    gen = response.json()["data"]["imagevideo"]
+    assert gen["status"] == "processing" and gen["creditCost"] == 100  # 20 a second × 5
     after = httpx.get(
         example_server.url + "/v1/account", headers={"X-API-Key": example_key}
     ).json()["data"]["account"]["creditBalance"]
-    assert after == before
+    assert after == before - 100
     db = Database(example_server.database_url)
     try:
         with db.session() as session:
-            assert session.query(Generation).filter_by(provider="runway").count() == 0
+            row = session.get(Generation, gen["id"])
+            assert (row.provider, row.service, row.provider_state) == ("runway", "runway-i2v", None)
     finally:
         db.dispose()
 
@@ -468,8 +464,8 @@ def test_a_refused_key_shows_the_service_unavailable_with_the_reason(tmp_path):
         providers = Providers(cat, Settings(_env_file=None))
         spec = cat.get("runway-i2v")
         first = service_view(spec, providers)
-        assert first["available"] is False  # not refused: only not run by workers yet
-        assert "not run by workers yet" in first["unavailableReason"]
+        assert first["available"] is True  # nothing has refused the key yet
+        assert first["unavailableReason"] is None
         provider = providers.get(spec)
         assert providers.get(spec) is provider  # built once
         job = RenderJob(

@@ -24,7 +24,7 @@ class Generation(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("gen"))
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     status: Mapped[str] = mapped_column(String(16), default=Status.PROCESSING.value)
-    stage: Mapped[str] = mapped_column(String(16), default=Stage.QUEUED.value)
+    stage: Mapped[str] = mapped_column(String(24), default=Stage.QUEUED.value)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     service: Mapped[str] = mapped_column(String(40))
     provider: Mapped[str] = mapped_column(String(40))
@@ -53,6 +53,9 @@ class Generation(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(80), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    provider_state: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """What a remote provider checkpointed for this job (Runway: the upstream task's id), kept
+    across attempts so a re-claimed job resumes the same upstream work."""
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

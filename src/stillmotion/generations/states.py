@@ -28,10 +28,22 @@ class Stage(StrEnum):
     QUEUED = "queued"
     THROTTLED = "throttled"
     RENDERING = "rendering"
+    # A remote provider's job (`providers/runway.py`): waiting in the upstream's queue, held
+    # by the upstream's own concurrency limit, and fetching the finished output.
+    QUEUED_UPSTREAM = "queued_upstream"
+    THROTTLED_UPSTREAM = "throttled_upstream"
+    DOWNLOADING = "downloading"
     ENCODING = "encoding"
     STORING = "storing"
     DONE = "done"
 
 
 # Stages of a job a worker holds (under a lease that it renews).
-RUNNING_STAGES = (Stage.RENDERING, Stage.ENCODING, Stage.STORING)
+RUNNING_STAGES = (
+    Stage.RENDERING,
+    Stage.QUEUED_UPSTREAM,
+    Stage.THROTTLED_UPSTREAM,
+    Stage.DOWNLOADING,
+    Stage.ENCODING,
+    Stage.STORING,
+)

@@ -9,6 +9,10 @@ runs out. The pattern of solid_queue, GoodJob, Oban and River.
 - `renew` extends the lease and records progress; it answers False when the job is no longer
   this worker's (cancelled, or re-claimed after this worker stalled), which the worker treats
   as "stop rendering".
+- `checkpoint` writes a provider's state on the job (Runway: the upstream task's id) while
+  this worker holds it, so the next attempt resumes that work; `retry` ends an attempt the
+  provider says another may finish (back to the queue, the attempt counted; failed and
+  refunded when no attempt is left).
 - `complete` moves a rendered job to `completed` with one conditional UPDATE (only while this
   worker holds it), so exactly one of a racing cancel and completion wins, and writes the
   webhook event in the same transaction. Failing or cancelling (with the refund) is
@@ -18,6 +22,7 @@ runs out. The pattern of solid_queue, GoodJob, Oban and River.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any, Literal
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -138,6 +143,44 @@ def release(*, session: Session, generation_id: str, owner: str) -> bool:
         )
     )
     return result.rowcount == 1
+
+
+def checkpoint(*, session: Session, generation_id: str, owner: str, state: dict[str, Any]) -> bool:
+    """Store a provider's state for the job. False: the job is no longer ours (nothing written,
+    so a worker that lost the job cannot overwrite the state of the one that took it over)."""
+    result = session.execute(_held(generation_id, owner).values(provider_state=state))
+    return result.rowcount == 1
+
+
+def retry(
+    *,
+    session: Session,
+    storage: Storage,
+    generation_id: str,
+    owner: str,
+    max_attempts: int,
+    error_message: str,
+) -> Literal["queued", "failed", "lost"]:
+    """End this attempt and put the job back in the queue, the attempt counted (unlike
+    `release`), while attempts are left: "queued". With none left, fail it with
+    `PROVIDER_ERROR` and `error_message`, refunded: "failed". "lost": no longer ours."""
+    result = session.execute(
+        _held(generation_id, owner)
+        .where(Generation.attempts < max_attempts)
+        .values(stage=Stage.QUEUED, lease_owner=None, lease_expires_at=None)
+    )
+    if result.rowcount == 1:
+        return "queued"
+    failed = lifecycle.fail_or_cancel(
+        session=session,
+        storage=storage,
+        generation_id=generation_id,
+        status=Status.FAILED,
+        owner=owner,
+        error_code="PROVIDER_ERROR",
+        error_message=error_message,
+    )
+    return "failed" if failed else "lost"
 
 
 def complete(

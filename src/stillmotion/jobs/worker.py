@@ -4,6 +4,12 @@ A worker runs as a thread inside `stillmotion serve` or in its own `stillmotion 
 process; both are the same class. While a job renders, a heartbeat thread renews the lease
 every third of its length and writes the latest progress; when renewal fails (the job was
 cancelled, or this worker stalled and lost it) the render is told to stop between frames.
+
+The provider is the one `ctx.providers` holds for the job's service. A provider with upstream
+work (Runway) checkpoints its state on the job (`queue.checkpoint`: only while this worker
+holds it) and gets it back on the next attempt; `ProviderRetry` puts the job back in the queue
+with the attempt counted; a job cancelled while it rendered has its upstream work cancelled
+(`provider.cancel(state)`, best effort).
 """
 
 from __future__ import annotations
@@ -15,8 +21,12 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
+
+from sqlalchemy import select
 
 from stillmotion import errors
 from stillmotion.context import Context
@@ -25,8 +35,13 @@ from stillmotion.generations.models import Generation
 from stillmotion.generations.schemas import OPTION_NAMES
 from stillmotion.generations.states import Stage, Status
 from stillmotion.jobs import queue
-from stillmotion.providers import get_provider
-from stillmotion.providers.base import Cancelled, ProviderError, RenderJob
+from stillmotion.providers.base import (
+    Cancelled,
+    Provider,
+    ProviderError,
+    ProviderRetry,
+    RenderJob,
+)
 
 log = logging.getLogger("stillmotion.worker")
 
@@ -128,8 +143,17 @@ class Worker:
             if gen is None:
                 return False
             fields = self._fields(gen)
-            source_key, provider_name, attempt = gen.source_key, gen.provider, gen.attempts
+            source_key, service_id, attempt = gen.source_key, gen.service, gen.attempts
+            state = dict(gen.provider_state or {})
         log.info("worker %s claimed %s (attempt %s)", self.name, gen.id, attempt)
+        spec = ctx.catalogue.get(service_id)
+        try:
+            if spec is None:
+                raise LookupError(f"the service {service_id} is no longer offered")
+            provider = ctx.providers.get(spec)
+        except LookupError as exc:
+            self._fail_id(fields["generation_id"], "PROVIDER_UNAVAILABLE", str(exc))
+            return True
         # Storage is read after the claim commits: no lock is held during I/O, and a source
         # that cannot be read fails this job (with its refund) instead of wedging the queue.
         try:
@@ -142,7 +166,7 @@ class Worker:
                 "the stored source image could not be read",
             )
             return True
-        self._process(RenderJob(source=source, **fields), provider_name)
+        self._process(RenderJob(source=source, **fields), provider, state)
         return True
 
     @staticmethod
@@ -153,27 +177,51 @@ class Worker:
             "fps": gen.fps,
         }
 
-    def _process(self, job: RenderJob, provider_name: str) -> None:
+    def _process(self, job: RenderJob, provider: Provider, state: dict[str, Any]) -> None:
         ctx = self.ctx
         heartbeat = _Heartbeat(self, job.generation_id, ctx.settings.render_timeout_seconds)
+        # The provider's latest state, written or not: a task created just before the job was
+        # cancelled is cancelled upstream too, though its id could no longer be stored.
+        latest: dict[str, Any] = dict(state)
+
+        def checkpoint(new_state: dict[str, Any]) -> None:
+            latest.clear()
+            latest.update(new_state)
+            with ctx.db.session(write=True) as session:
+                held = queue.checkpoint(
+                    session=session,
+                    generation_id=job.generation_id,
+                    owner=self.name,
+                    state=dict(new_state),
+                )
+            if not held:
+                heartbeat.lost.set()  # the render stops at its next check
+
         heartbeat.start()
         try:
             with tempfile.TemporaryDirectory(prefix="stillmotion-") as tmp:
                 try:
-                    provider = get_provider(provider_name, settings=ctx.settings)
                     output = provider.render(
                         job,
                         workdir=Path(tmp),
                         on_progress=heartbeat.report,
                         should_cancel=heartbeat.should_stop,
+                        state=MappingProxyType(state),
+                        checkpoint=checkpoint,
                     )
                 except Cancelled:
                     if self.stopping.is_set() and not heartbeat.lost.is_set():
                         self._release(job)
                     elif heartbeat.timed_out:
                         self._fail(job, "TIMEOUT", "the render took longer than allowed")
+                    elif self._cancelled(job.generation_id):
+                        log.info("render of %s stopped: cancelled", job.generation_id)
+                        self._cancel_upstream(provider, job, latest)
                     else:
-                        log.info("render of %s stopped: cancelled or lost", job.generation_id)
+                        log.info("render of %s stopped: lost its lease", job.generation_id)
+                    return
+                except ProviderRetry as exc:
+                    self._retry(job, str(exc))
                     return
                 except ProviderError as exc:
                     self._fail(job, exc.code, str(exc))
@@ -220,6 +268,38 @@ class Worker:
                 ctx.storage.delete(poster_key)
         else:
             log.info("worker %s completed %s", self.name, job.generation_id)
+
+    def _cancelled(self, generation_id: str) -> bool:
+        with self.ctx.db.session() as session:
+            status = session.scalar(select(Generation.status).where(Generation.id == generation_id))
+        return status == Status.CANCELLED
+
+    @staticmethod
+    def _cancel_upstream(provider: Provider, job: RenderJob, state: Mapping[str, Any]) -> None:
+        cancel = getattr(provider, "cancel", None)
+        if cancel is None or not state:
+            return
+        try:
+            cancel(MappingProxyType(dict(state)))
+        except Exception:  # best effort: the job is cancelled and refunded whatever happens
+            log.exception("upstream cancel of %s failed", job.generation_id)
+
+    def _retry(self, job: RenderJob, message: str) -> None:
+        with self.ctx.db.session(write=True) as session:
+            outcome = queue.retry(
+                session=session,
+                storage=self.ctx.storage,
+                generation_id=job.generation_id,
+                owner=self.name,
+                max_attempts=self.ctx.settings.max_attempts,
+                error_message=message,
+            )
+        if outcome == "queued":
+            log.info(
+                "%s: the provider asks for another attempt; back in the queue", job.generation_id
+            )
+        elif outcome == "failed":
+            log.warning("generation %s failed: PROVIDER_ERROR, no attempt left", job.generation_id)
 
     def _release(self, job: RenderJob, *, why: str = "shutting down") -> None:
         with self.ctx.db.session(write=True) as session:

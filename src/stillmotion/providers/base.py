@@ -41,8 +41,22 @@ class ProviderError(Exception):
         self.code = code
 
 
+class ProviderRetry(Exception):
+    """The upstream could not finish this attempt, but another may: the worker ends the attempt
+    and puts the job back in the queue while attempts are left (and fails it, refunded, when
+    none are). `retry_after`: seconds before another attempt can help, when the upstream said."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Cancelled(Exception):
     """The render stopped because `should_cancel()` said so."""
+
+
+Checkpoint = Callable[[dict[str, Any]], None]
+"""Writes a provider's new state on the job (only while this worker still holds it)."""
 
 
 class Provider(Protocol):
@@ -55,6 +69,15 @@ class Provider(Protocol):
         workdir: Path,
         on_progress: Callable[[float, str], None],
         should_cancel: Callable[[], bool],
+        state: Mapping[str, Any] = ...,
+        checkpoint: Checkpoint | None = None,
     ) -> RenderOutput:
-        """Render `job` into files under `workdir`. Raises `ProviderError` or `Cancelled`."""
+        """Render `job` into files under `workdir`. Raises `ProviderError`, `ProviderRetry` or
+        `Cancelled`.
+
+        `state` is what an earlier attempt of this job checkpointed (empty the first time);
+        `checkpoint(new_state)` stores a new one on the job, for the next attempt to resume
+        from. A provider with nothing to resume (the built-in engine) ignores both. A provider
+        with upstream work may also have `cancel(state)`, called (best effort) when the job
+        itself was cancelled while it rendered."""
         ...

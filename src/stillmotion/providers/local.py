@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from stillmotion import engine
-from stillmotion.providers.base import Cancelled, ProviderError, RenderJob, RenderOutput
+from stillmotion.providers.base import (
+    Cancelled,
+    Checkpoint,
+    ProviderError,
+    RenderJob,
+    RenderOutput,
+)
 
 
 class LocalProvider:
@@ -23,7 +30,10 @@ class LocalProvider:
         workdir: Path,
         on_progress: Callable[[float, str], None],
         should_cancel: Callable[[], bool],
+        state: Mapping[str, Any] | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> RenderOutput:
+        # `state` and `checkpoint`: a local render has nothing to resume; it starts over.
         try:
             image = engine.open_image(job.source)
         except engine.InvalidImage as exc:

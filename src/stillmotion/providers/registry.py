@@ -18,10 +18,10 @@ from stillmotion.services.catalogue import Catalogue, ProviderKind, ServiceSpec
 
 __all__ = ["WORKER_KINDS", "Providers"]
 
-WORKER_KINDS = frozenset({ProviderKind.LOCAL})
-"""The provider kinds this version's workers render. A service of another kind (the Runway
-provider is built and tested, but the worker does not run it yet) is listed unavailable, and a
-create for it is refused (503) instead of accepted, charged and failed."""
+WORKER_KINDS = frozenset({ProviderKind.LOCAL, ProviderKind.RUNWAY})
+"""The provider kinds this version's workers render. A service of another kind (`diffusion`,
+its own issue) is listed unavailable, and a create for it is refused (503) instead of
+accepted, charged and failed."""
 
 
 class Providers:

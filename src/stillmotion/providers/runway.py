@@ -54,7 +54,14 @@ from PIL import Image, ImageOps
 from stillmotion import net
 from stillmotion.client.errors import parse_retry_after
 from stillmotion.errors import ImageFetchFailed, PayloadTooLarge, UrlNotAllowed
-from stillmotion.providers.base import Cancelled, ProviderError, RenderJob, RenderOutput
+from stillmotion.providers.base import (
+    Cancelled,
+    Checkpoint,
+    ProviderError,
+    ProviderRetry,
+    RenderJob,
+    RenderOutput,
+)
 from stillmotion.services import runway_models
 from stillmotion.services.catalogue import RunwaySettings, ServiceSpec
 
@@ -89,16 +96,6 @@ class TaskStatus(StrEnum):
 
 
 FINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
-
-
-class ProviderRetry(Exception):
-    """The upstream could not finish this attempt, but another may: the worker ends the attempt
-    and puts the job back in the queue while attempts are left (and fails it, refunded, when
-    none are). `retry_after`: seconds before another attempt can help, when the upstream said."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class _DownloadFailed(Exception):
@@ -204,7 +201,7 @@ class RunwayProvider:
         on_progress: Callable[[float, str], None],
         should_cancel: Callable[[], bool],
         state: Mapping[str, Any] = _NO_STATE,
-        checkpoint: Callable[[dict[str, Any]], None] | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> RenderOutput:
         """Render `job` upstream, resuming the task `state["task_id"]` when a previous attempt
         checkpointed one. Raises ProviderError, ProviderRetry or Cancelled."""
