@@ -278,3 +278,66 @@ def test_cancelling_while_upstream_runs_deletes_the_task_and_refunds(
     assert deletes[0].path.endswith(f"/v1/tasks/{task_id}")
     assert fake.count("create") == 1 and fake.count("output") == 0
     assert fake.violations == []
+
+
+# The rest of issue 11's scripted upstream answers, each through a real worker on both
+# databases: (how the fake is scripted, the job's status, its error code or None).
+UPSTREAM_CASES = {
+    "429-with-retry-after": (
+        lambda f: f.answer("create", 429, headers={"Retry-After": "1"}),
+        "completed",
+        None,
+    ),
+    "503-twice": (lambda f: f.answer("get", 503, times=2), "completed", None),
+    "401": (
+        lambda f: f.answer("create", 401, {"error": "Invalid API key"}),
+        "failed",
+        "PROVIDER_UNAVAILABLE",
+    ),
+    "403-model-variant": (
+        lambda f: f.answer("create", 403, {"error": "Model variant gen4_turbo is not available"}),
+        "failed",
+        "PROVIDER_UNAVAILABLE",
+    ),
+    "output-404": (
+        lambda f: f.script(running(0.5), succeeded("missing")),
+        "failed",
+        "PROVIDER_ERROR",
+    ),
+    "output-not-video": (
+        lambda f: f.script(running(0.5), succeeded("not_video")),
+        "failed",
+        "PROVIDER_ERROR",
+    ),
+}
+
+
+@BACKENDS
+@pytest.mark.parametrize("case", sorted(UPSTREAM_CASES))
+def test_each_scripted_upstream_answer_ends_the_job_as_documented(
+    make_server, image_server, fake, tmp_path, backend, case
+):
+    script, status, code = UPSTREAM_CASES[case]
+    script(fake)
+    srv = _server(make_server, backend, fake, tmp_path)
+    key = srv.create_key(f"runway-{case}")
+    worker = srv.worker_process()
+    try:
+        with srv.client(key) as client:
+            gen = _submit(client, image_server)
+            done = api.wait_finished(client, gen["id"], **WAIT)
+            assert done["status"] == status, done
+            cost = gen["creditCost"]
+            if code is None:
+                assert _credits(client, gen["id"]) == [("charge", -cost)]
+            else:
+                assert done["error"]["code"] == code, done
+                assert sorted(_credits(client, gen["id"])) == [("charge", -cost), ("refund", cost)]
+    finally:
+        _stop(worker)
+    # One upstream task per job whatever the answers (a refused create makes none).
+    assert len(fake.tasks) == (1 if status == "completed" or case.startswith("output") else 0)
+    if case == "429-with-retry-after":
+        first, second = fake.of("create")[:2]
+        assert second.at - first.at >= 1.0  # Retry-After honoured
+    assert fake.violations == []
