@@ -27,4 +27,23 @@ def render(ctx) -> bytes:
         ).all()
     for status, stage, count in rows:
         by_status.labels(status=status, stage=stage).set(count)
+    available = Gauge(
+        "stillmotion_service_available",
+        "1 when the service takes jobs now (as this process's provider sees it), else 0",
+        ["service", "provider"],
+        registry=registry,
+    )
+    events = Gauge(
+        "stillmotion_provider_events",
+        "Upstream events of this process's providers since it started (Runway: create, poll, "
+        "download, refusal, backoff, cancel)",
+        ["service", "event"],
+        registry=registry,
+    )
+    for spec in ctx.catalogue:
+        ok, _ = ctx.providers.availability(spec)
+        available.labels(service=spec.id, provider=spec.provider.value).set(1 if ok else 0)
+    for service, counts in ctx.providers.counters().items():
+        for event, count in counts.items():
+            events.labels(service=service, event=event).set(count)
     return generate_latest(registry)

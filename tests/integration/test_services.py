@@ -480,6 +480,42 @@ def test_a_refused_key_shows_the_service_unavailable_with_the_reason(tmp_path):
         view = service_view(spec, providers)
         assert view["available"] is False
         assert "HTTP 401" in view["unavailableReason"]
+        # The metric says it too, with the refusal counted.
+        from types import SimpleNamespace
+
+        from stillmotion import metrics
+        from stillmotion.migrations import upgrade
+
+        url = f"sqlite:///{tmp_path / 'm.db'}"
+        upgrade(url)
+        db = Database(url)
+        try:
+            ctx = SimpleNamespace(db=db, catalogue=cat, providers=providers)
+            text = metrics.render(ctx).decode()
+        finally:
+            db.dispose()
+        assert 'stillmotion_service_available{provider="runway",service="runway-i2v"} 0.0' in text
+        assert 'stillmotion_provider_events{event="refusals",service="runway-i2v"} 1.0' in text
         assert fake.counts() == {"create": 1}  # the view itself asked nothing upstream
     finally:
         fake.close()
+
+
+def test_the_sdk_prices_a_batch_at_the_servers_prices(custom_server, image_server):
+    """The SDK reads prices from /v1/services instead of its own copy: the 'short' service
+    costs 7 a second for gen-4 (the default is 20), so credits for one job at that price are
+    spent on exactly one job and the rest are skipped with the server's numbers."""
+    from stillmotion.client import Client
+
+    key = custom_server.create_key("services-sdk-price", credits=14)
+    with Client(base_url=custom_server.url, api_key=key, max_retries=0) as client:
+        assert client.price_of(service="short", version="gen-4", duration=2) == 14
+        assert client.price_of(service="runway-i2v", version="gen-4", duration=2) == 40
+        result = client.batch(
+            [image_server.url("/astronaut-small.jpg")] * 2,
+            service="short",
+            version="gen-4",
+            duration=2,
+        )
+    assert len(result.submitted) == 1 and result.submitted[0].credit_cost == 14
+    assert [s.reason for s in result.skipped] == ["insufficient credits: 14 needed, 0 available"]

@@ -346,6 +346,15 @@ class Client(_Base):
     def account(self) -> Account:
         return self._run(self._ops.account())
 
+    def services(self) -> list[dict[str, Any]]:
+        """The server's service catalogue (`GET /v1/services`), as its JSON dicts."""
+        return self._run(self._ops.services())
+
+    def price_of(self, *, service: str = "runway-i2v", **options: Any) -> int:
+        """Credits a generation will cost at the server's prices (`/v1/services`); options by
+        their API names (`version`, `duration`, `motionBrush`)."""
+        return self._run(self._ops.price_of(service=service, options=options))
+
     def ledger(self, *, limit: int = 100) -> Iterator[LedgerEntry]:
         """Every change of the credit balance, newest first, `limit` per page."""
         cursor = None
@@ -571,6 +580,14 @@ class AsyncClient(_Base):
 
     async def account(self) -> Account:
         return await self._run(self._ops.account())
+
+    async def services(self) -> list[dict[str, Any]]:
+        """The server's service catalogue (`GET /v1/services`), as its JSON dicts."""
+        return await self._run(self._ops.services())
+
+    async def price_of(self, *, service: str = "runway-i2v", **options: Any) -> int:
+        """Credits a generation will cost at the server's prices (`/v1/services`)."""
+        return await self._run(self._ops.price_of(service=service, options=options))
 
     async def ledger(self, *, limit: int = 100) -> AsyncIterator[LedgerEntry]:
         cursor = None

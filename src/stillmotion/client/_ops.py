@@ -32,6 +32,8 @@ from stillmotion.client.errors import (
     GenerationFailed,
     IdempotencyKeyReused,
     InsufficientCredits,
+    MethodNotAllowed,
+    NotFound,
     PayloadTooLarge,
     StillmotionError,
     ValidationError,
@@ -131,7 +133,8 @@ class BatchResult:
 def estimate_cost(
     *, version: str | None = None, duration: int | None = None, motion_brush: Any = None
 ) -> int:
-    """Credits a generation will cost at API.md §4's default prices (the server may differ)."""
+    """Credits a generation will cost at API.md §4's default prices, without asking a server
+    (a server's own prices: `Client.price_of`, read from `/v1/services`)."""
     cost = PRICE_PER_SECOND.get(version or DEFAULT_VERSION, 5) * (duration or DEFAULT_DURATION)
     return math.ceil(cost * BRUSH_MULTIPLIER) if motion_brush else cost
 
@@ -351,6 +354,31 @@ class Ops:
         response = yield Call("GET", "/v1/account")
         return Account.from_response(_json(response))
 
+    def services(self) -> Op:
+        """The server's service catalogue (`GET /v1/services`): a list of dicts, each with
+        `id`, `prices` (credits per second by version), `versions`, `durations`, … ."""
+        response = yield Call("GET", "/v1/services")
+        return list(_json(response)["data"]["services"])
+
+    def price_of(self, *, service: str, options: Mapping[str, Any]) -> Op:
+        """What a generation will cost at the server's prices for `service` (its
+        `/v1/services` entry); the default prices when the server does not list them."""
+        try:
+            services = yield from self.services()
+        except (NotFound, MethodNotAllowed):  # an older server: no catalogue to read
+            services = []
+        spec = next((s for s in services if s.get("id") == service), None)
+        version = options.get("version") or DEFAULT_VERSION
+        prices = (spec or {}).get("prices") or {}
+        if version not in prices:
+            return estimate_cost(
+                version=version,
+                duration=options.get("duration"),
+                motion_brush=options.get("motionBrush"),
+            )
+        cost = prices[version] * (options.get("duration") or DEFAULT_DURATION)
+        return math.ceil(cost * BRUSH_MULTIPLIER) if options.get("motionBrush") else cost
+
     def ledger_page(self, *, limit: int, before: str | None) -> Op:
         """One page of the ledger, newest first: (entries, next cursor or None)."""
         params = _compact({"limit": limit, "before": before})
@@ -458,15 +486,10 @@ class Ops:
             if stop_reason is not None:
                 result.skipped.append(Skipped(image, stop_reason))
                 continue
-            need = (
-                cost
-                if cost is not None
-                else estimate_cost(
-                    version=options.get("version"),
-                    duration=options.get("duration"),
-                    motion_brush=options.get("motionBrush"),
-                )
-            )
+            if cost is None:
+                # The server's price, read once for the batch (its catalogue may differ).
+                cost = yield from self.price_of(service=service, options=options)
+            need = cost
             if need > balance:
                 result.skipped.append(
                     Skipped(image, f"insufficient credits: {need} needed, {balance} available")

@@ -66,6 +66,17 @@ class Providers:
             return False, f"the {spec.provider.value} provider is not run by workers yet"
         return available, reason
 
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Each built provider's own event counts (Runway: creates, polls, downloads,
+        refusals, backoffs, cancels), by service id: this process's, for its metrics."""
+        with self._lock:
+            built = dict(self._built)
+        return {
+            service: provider.counters()
+            for service, provider in built.items()
+            if callable(getattr(provider, "counters", None))
+        }
+
     def close(self) -> None:
         with self._lock:
             built, self._built = self._built, {}
