@@ -39,9 +39,12 @@ from stillmotion.accounts.plans import Limits
 from stillmotion.config import Settings
 
 STATE_KEY = "rate_limit"
-# Reads that may start in one turn of the event loop (`TurnShare`): about 10 ms of a turn on
-# the benchmark's machine, and as many as the GET benchmark's 32 connections.
-READS_PER_TURN = 32
+# Reads that may start in one turn of the event loop (`TurnShare`): a few ms of a turn on the
+# benchmark's machine. 32 was enough while every keep-alive response stalled 40 ms on Nagle's
+# algorithm (fixed in server.py); with polls at full speed, 12 keeps creates beside 150
+# pollers above a quarter of their rate alone (tests/integration/test_fairness.py: 0.18 at
+# 32) and the GET benchmark's 32 connections at the same throughput.
+READS_PER_TURN = 12
 log = logging.getLogger("stillmotion.limits")
 
 
